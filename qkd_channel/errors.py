@@ -6,14 +6,24 @@ Hierarchy (each module adds its specific subclasses here, so callers can catch b
     ├── LinkAborted            post-processing gave up (QBER over threshold, verification failed)
     ├── ChannelError           classical channel broken or a message failed authentication
     ├── KMEError               a KME answered with an error or could not be reached
-    └── EnvelopeRejected       a sealed envelope failed to open (one reason, deliberately vague)
+    ├── EnvelopeRejected       a sealed envelope failed to open (one reason, deliberately vague)
+    ├── KeyMaterialExhausted   the sealer was given fewer key bytes than the envelope needs
+    └── SessionExpired         an AEAD session key is due for rotation
 
 No exception text ever contains key material.
 """
 
 from __future__ import annotations
 
-__all__ = ["ChannelError", "EnvelopeRejected", "KMEError", "LinkAborted", "QKDError"]
+__all__ = [
+    "ChannelError",
+    "EnvelopeRejected",
+    "KMEError",
+    "KeyMaterialExhausted",
+    "LinkAborted",
+    "QKDError",
+    "SessionExpired",
+]
 
 
 class QKDError(Exception):
@@ -43,3 +53,11 @@ class EnvelopeRejected(QKDError):
     def __init__(self, reason: str = "invalid") -> None:
         super().__init__("envelope rejected")
         self.reason = reason
+
+
+class KeyMaterialExhausted(QKDError):
+    """The supplied QKD keys hold fewer bytes than the envelope needs."""
+
+
+class SessionExpired(QKDError):
+    """An AEAD session key reached its message-count or age limit; fetch a new one."""
