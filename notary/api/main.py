@@ -1,0 +1,55 @@
+"""The FastAPI application factory.
+
+``create_app(service)`` serves an existing :class:`~notary.service.NotaryService` (the
+caller starts and closes it); ``create_app(settings=...)`` opens one from the settings and
+owns its lifecycle (started and closed by the app's lifespan), which is what
+``qkd-notary serve`` and ``uvicorn --factory`` use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from notary.api.problems import install_problem_handlers
+from notary.api.routes import admin, devices, health, records, telemetry
+from notary.config import NotarySettings
+from notary.service import NotaryService
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    service: NotaryService | None = None, *, settings: NotarySettings | None = None
+) -> FastAPI:
+    """Build the HTTP API around ``service`` (or a service opened from ``settings``)."""
+    if service is None and settings is None:
+        settings = NotarySettings()
+    owned = service is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if owned:
+            assert settings is not None
+            app.state.service = NotaryService.open(settings)
+            await app.state.service.start()
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.service.aclose()
+
+    app = FastAPI(
+        title="qkd-notary",
+        version="1",
+        summary="Blockchain notary for QKD-authenticated IoT telemetry",
+        lifespan=lifespan,
+    )
+    if service is not None:
+        app.state.service = service
+    install_problem_handlers(app)
+    for module in (telemetry, records, devices, admin, health):
+        app.include_router(module.router)
+    return app

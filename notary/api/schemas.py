@@ -1,0 +1,134 @@
+"""Public request and response schemas of the HTTP API.
+
+These are deliberately separate from the stored rows (:mod:`notary.storage.base`): the rows
+hold payloads, salts and internal bookkeeping that a response must not leak by accident.
+Every response model is built field by field from a row in :mod:`notary.api.convert`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from notary.storage.base import DeviceEventKind
+from notary.telemetry import DIGEST_PATTERN
+
+__all__ = [
+    "DeviceCreate",
+    "DeviceEventPublic",
+    "DevicePublic",
+    "DigestApproval",
+    "EnvelopeJSON",
+    "Health",
+    "Problem",
+    "Readiness",
+    "ReadinessCheck",
+    "TelemetryAccepted",
+]
+
+_ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, plus the notary's machine-readable ``reason``."""
+
+    type: str = Field(description="URI identifying the problem type")
+    title: str
+    status: int
+    detail: str
+    reason: str = Field(description="Stable machine-readable label, e.g. replay")
+    record_id: str | None = Field(
+        default=None, description="For a resent accepted envelope: where its record is"
+    )
+    retry_after: int | None = Field(default=None, description="Seconds, on 503 answers")
+
+
+class EnvelopeJSON(BaseModel):
+    """The JSON transport form of a sealed envelope (see qkd_channel.envelope)."""
+
+    model_config = ConfigDict(title="Envelope")
+
+    v: Literal[1]
+    mode: Literal["otp", "aead"]
+    sender: str = Field(description="Device ID")
+    recipient: str = Field(description="The notary's ID")
+    seq: int = Field(ge=0, lt=2**64, description="Strictly increasing per device")
+    ts: int = Field(ge=0, description="Sender clock, ms since the Unix epoch")
+    key_ids: list[str] = Field(min_length=1, max_length=64, description="QKD key UUIDs")
+    nonce: str = Field(description="base64; 12 bytes in aead mode, empty in otp mode")
+    ct: str = Field(description="base64 ciphertext")
+    tag: str = Field(description="base64 16-byte Poly1305 or GCM tag")
+
+
+class TelemetryAccepted(BaseModel):
+    """Answer to an accepted envelope: where to fetch its receipt."""
+
+    record_id: str = Field(description="0x-prefixed bytes32, deterministic per envelope")
+    status: Literal["accepted"] = "accepted"
+    device_id: str
+    sequence: int
+    mode: Literal["otp", "aead"]
+    device_trusted: bool = Field(description="Device trust after this message's attestation")
+    attestation: DeviceEventKind | None = Field(
+        description="first-digest or digest-changed when this message changed the device"
+    )
+    receipt_url: str
+
+
+class DeviceCreate(BaseModel):
+    """Admin request: register a device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = _ID
+    sae_id: str = _ID
+    owner: str = Field(default="", max_length=128)
+    expected_firmware_digest: str | None = Field(default=None, pattern=DIGEST_PATTERN)
+
+
+class DigestApproval(BaseModel):
+    """Admin request: approve a firmware digest for a device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    firmware_digest: str = Field(pattern=DIGEST_PATTERN)
+
+
+class DeviceEventPublic(BaseModel):
+    kind: DeviceEventKind
+    firmware_digest: str | None
+    at: float = Field(description="Unix time")
+    record_id: str | None
+    chain_tx_hash: str | None = Field(description="DeviceRegistry transaction, once mirrored")
+
+
+class DevicePublic(BaseModel):
+    """Registration, trust status and attestation history of a device."""
+
+    device_id: str
+    sae_id: str
+    owner: str
+    active: bool
+    trusted: bool
+    approved_firmware_digest: str | None
+    current_firmware_digest: str | None
+    last_sequence: int | None
+    registered_at: float
+    attestation_count: int
+    last_change_at: float | None
+    history: list[DeviceEventPublic]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadinessCheck(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, ReadinessCheck]

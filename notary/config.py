@@ -1,0 +1,117 @@
+"""Notary configuration: a data directory plus ``QKD_NOTARY_*`` environment variables.
+
+Every field can be set as an environment variable with the same name in upper case and
+the ``QKD_NOTARY_`` prefix (``QKD_NOTARY_ANCHOR_MODE=merkle``) or passed to the
+constructor (the CLI maps its flags onto the same names). Defaults run everything on one
+machine with no external service: SQLite in the data directory, the embedded chain.
+
+The admin bearer token is never a setting: it lives in ``<data_dir>/admin.token`` (mode
+0600), created on first use, so it cannot leak through ``ps`` or a process environment.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "ADMIN_TOKEN_FILE",
+    "AnchorMode",
+    "NotarySettings",
+    "load_or_create_admin_token",
+]
+
+ADMIN_TOKEN_FILE = "admin.token"
+
+
+class AnchorMode(enum.StrEnum):
+    """How the anchoring worker puts accepted records on-chain."""
+
+    BATCH = "batch"  #: every record is written to ``TelemetryNotary.recordBatch``
+    MERKLE = "merkle"  #: only the Merkle root of a batch is anchored; receipts carry proofs
+
+
+class NotarySettings(BaseSettings):
+    """Everything the service, the worker and the MQTT intake need to start."""
+
+    model_config = SettingsConfigDict(env_prefix="QKD_NOTARY_", extra="forbid")
+
+    data_dir: Path = Field(default=Path("notary-data"), description="State directory")
+    notary_id: str = Field(
+        default="notary", min_length=1, max_length=128, description="Envelope recipient ID"
+    )
+    database_url: str | None = Field(
+        default=None, description="sqlite:///path; default <data_dir>/notary.sqlite3"
+    )
+    # KME (ETSI GS QKD 014); the notary is the slave SAE, devices' SAEs are masters.
+    kme_url: str | None = Field(default=None, description="Base URL of the notary's KME")
+    kme_cert: Path | None = None
+    kme_key: Path | None = None
+    kme_ca: Path | None = None
+    kme_timeout_s: float = Field(default=5.0, gt=0)
+    kme_coalesce_ms: float = Field(
+        default=2.0, ge=0, description="Window in which concurrent dec_keys calls are merged"
+    )
+    kme_max_keys_per_request: int = Field(default=128, ge=1)
+    # Chain: embedded (persistent eth-tester in data_dir) unless an RPC URL is given.
+    chain_rpc_url: str | None = None
+    store_payload_on_chain: bool = False
+    # Anchoring worker.
+    anchor_mode: AnchorMode = AnchorMode.MERKLE
+    batch_size: int = Field(default=64, ge=1, le=1024)
+    batch_max_latency_s: float = Field(default=1.0, gt=0)
+    confirmations: int = Field(default=1, ge=1)
+    # Intake limits.
+    max_envelope_bytes: int = Field(default=64 * 1024, ge=256)
+    retry_after_s: int = Field(default=2, ge=1)
+    aead_session_ttl_s: float = Field(default=3600.0, gt=0)
+    # HTTP and MQTT.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    mqtt_host: str | None = None
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def sqlite_path(self) -> Path:
+        """Path of the SQLite database (the default storage backend)."""
+        if self.database_url is None:
+            return self.data_dir / "notary.sqlite3"
+        prefix = "sqlite:///"
+        if not self.database_url.startswith(prefix):
+            raise ValueError("only sqlite:/// database URLs are supported by this build")
+        return Path(self.database_url[len(prefix) :])
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.data_dir / ADMIN_TOKEN_FILE
+
+
+def load_or_create_admin_token(data_dir: Path) -> str:
+    """Return the admin bearer token, creating ``admin.token`` (0600) on first use."""
+    path = data_dir / ADMIN_TOKEN_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        token = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        token = ""
+    if token:
+        return token
+    token = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race; use its token
+        return path.read_text(encoding="ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(token + "\n")
+    return token

@@ -1,0 +1,133 @@
+"""Fixtures for the notary service tests: a real SQLite store, an in-process key buffer
+with KME delivery rules, the FastAPI app over ASGI, and a helper that seals envelopes the
+way a device does (keys deposited at the "KME" under the device's SAE, then sealed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from notary.api import create_app
+from notary.config import NotarySettings
+from notary.keysource import InMemoryKeySource
+from notary.service import NotaryService
+from notary.storage.sqlite import SQLiteStore
+from qkd_channel.envelope import Envelope, Mode, keys_needed, seal
+from qkd_channel.keys import QKDKey
+
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+NOTARY_ID = "notary"
+FIRMWARE_A = "a" * 64
+FIRMWARE_B = "b" * 64
+
+
+def fresh_keys(total_bytes: int, *, count: int = 1) -> list[QKDKey]:
+    per_key = -(-total_bytes // count)
+    return [QKDKey(str(uuid.uuid4()), os.urandom(per_key)) for _ in range(count)]
+
+
+@dataclass
+class SimDevice:
+    """A device as the notary sees it from outside: an ID, an SAE, a firmware digest."""
+
+    device_id: str
+    sae_id: str
+    keys: InMemoryKeySource = field(repr=False)
+    firmware_digest: str = FIRMWARE_A
+    sequence: int = 0
+
+    def plaintext(self, telemetry: dict[str, Any] | None = None, **doc: Any) -> bytes:
+        body: dict[str, Any] = {
+            "firmware_digest": self.firmware_digest,
+            "telemetry": telemetry if telemetry is not None else {"temp_c": 21.5},
+        }
+        body.update(doc)
+        return json.dumps(body).encode()
+
+    def seal(
+        self,
+        plaintext: bytes | None = None,
+        *,
+        mode: Mode = Mode.OTP,
+        sequence: int | None = None,
+        sender: str | None = None,
+        recipient: str = NOTARY_ID,
+        keys: list[QKDKey] | None = None,
+        deposit_for: str | None = None,
+    ) -> Envelope:
+        """Seal like the SDK: fresh QKD keys (deposited for our SAE) and the next sequence."""
+        data = self.plaintext() if plaintext is None else plaintext
+        if keys is None:
+            keys = fresh_keys(keys_needed(mode, len(data)))
+            self.keys.deposit(deposit_for or self.sae_id, keys)
+        if sequence is None:
+            self.sequence += 1
+            sequence = self.sequence
+        return seal(
+            data,
+            sender=sender or self.device_id,
+            recipient=recipient,
+            sequence=sequence,
+            mode=mode,
+            keys=keys,
+        )
+
+
+@pytest.fixture
+def key_source() -> InMemoryKeySource:
+    return InMemoryKeySource()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> NotarySettings:
+    return NotarySettings(data_dir=tmp_path / "notary", notary_id=NOTARY_ID)
+
+
+@pytest.fixture
+async def service(
+    settings: NotarySettings, key_source: InMemoryKeySource
+) -> AsyncIterator[NotaryService]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    svc = NotaryService(
+        settings,
+        store=SQLiteStore(settings.sqlite_path),
+        keys=key_source,
+        admin_token=ADMIN_TOKEN,
+    )
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.aclose()
+
+
+@pytest.fixture
+async def client(service: NotaryService) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://notary.test") as c:
+        yield c
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+async def device(service: NotaryService, key_source: InMemoryKeySource) -> SimDevice:
+    await service.register_device("dev-a", sae_id="sae-a", owner="ops")
+    return SimDevice("dev-a", "sae-a", key_source)
+
+
+@pytest.fixture
+async def device_b(service: NotaryService, key_source: InMemoryKeySource) -> SimDevice:
+    await service.register_device("dev-b", sae_id="sae-b", owner="ops")
+    return SimDevice("dev-b", "sae-b", key_source)
