@@ -50,6 +50,9 @@ def uvicorn_config(
         ssl_cert_reqs=ssl.CERT_REQUIRED,
         ssl_context_factory=ssl_context,
         lifespan="on",
+        # Idle keep-alive TLS connections (the peer KME's pool) may never answer close_notify;
+        # do not let them hold a shutdown for asyncio's 30 s SSL shutdown timeout.
+        timeout_graceful_shutdown=2,
         log_level=log_level,
         server_header=False,
     )

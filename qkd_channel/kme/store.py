@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS keys (
 CREATE TABLE IF NOT EXISTS key_slaves (
     key_id TEXT NOT NULL REFERENCES keys (key_id) ON DELETE CASCADE,
     sae_id TEXT NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (key_id, sae_id)
 );
 """
@@ -378,20 +379,22 @@ class KeyStore:
                 ).fetchone()
                 if row is None:
                     raise KeyStoreError("unknown key ID", reason="unknown_key")
-                entitled = self._db.execute(
-                    "SELECT 1 FROM key_slaves WHERE key_id = ? AND sae_id = ?",
+                slave = self._db.execute(
+                    "SELECT delivered FROM key_slaves WHERE key_id = ? AND sae_id = ?",
                     (key_id, caller_sae_id),
                 ).fetchone()
-                if entitled is None or row[0] != master_sae_id:
+                if slave is None or row[0] != master_sae_id:
                     raise KeyStoreError("caller not entitled to this key", reason="not_entitled")
+                if slave[0]:
+                    raise KeyStoreError("key already delivered to this SAE", reason="unknown_key")
                 self._db.execute(
-                    "DELETE FROM key_slaves WHERE key_id = ? AND sae_id = ?",
+                    "UPDATE key_slaves SET delivered = 1 WHERE key_id = ? AND sae_id = ?",
                     (key_id, caller_sae_id),
                 )
-                remaining = self._db.execute(
-                    "SELECT COUNT(*) FROM key_slaves WHERE key_id = ?", (key_id,)
+                pending = self._db.execute(
+                    "SELECT COUNT(*) FROM key_slaves WHERE key_id = ? AND delivered = 0", (key_id,)
                 ).fetchone()[0]
-                if remaining == 0:
+                if pending == 0:  # every slave has it: the key is gone from this end too
                     self._db.execute("DELETE FROM keys WHERE key_id = ?", (key_id,))
                 taken.append(QKDKey(key_id, bytes(row[1])))
         self._checkpoint()
