@@ -208,6 +208,12 @@ def _install_routes(app: FastAPI) -> None:
         return {"recorded": len(request.keys)}
 
 
+def _report_feeder_end(task: asyncio.Task[None]) -> None:
+    """A dead key source must be visible: the KME keeps serving its stock, but no more."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("key source failed, no new key will arrive: %s: %s", type(exc).__name__, exc)
+
+
 def create_app(config: KMEConfig, *, source: KeySource | None = None) -> FastAPI:
     """The KME application. Opens the key buffer and the peer link for the app's lifetime and,
     given a ``source``, keeps feeding the buffer from it in the background."""
@@ -225,10 +231,13 @@ def create_app(config: KMEConfig, *, source: KeySource | None = None) -> FastAPI
         )
         app.state.manager = KeyManager(config, store, peer)
         feeder = None
-        if source is not None:
+        if source is None:
+            log.warning("KME %s has no key source: it serves the stored key only", config.kme_id)
+        else:
             feeder = asyncio.create_task(
                 feed_store(source, store, capacity_bits=config.limits.buffer_bits)
             )
+            feeder.add_done_callback(_report_feeder_end)
         try:
             yield
         finally:

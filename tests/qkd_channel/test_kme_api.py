@@ -14,10 +14,9 @@ import httpx
 import pytest
 
 from qkd_channel.errors import KMERequestRejected, KMEUnauthorized, KMEUnavailable
-from qkd_channel.kme.certs import CertificateAuthority, issue_link_pki, kme_client_paths, sae_paths
+from qkd_channel.kme.certs import issue_link_pki, kme_client_paths, sae_paths
 from qkd_channel.kme.client import AsyncKMEClient, KMEClient
 from qkd_channel.kme.config import KeyLimits, LinkEnd
-from qkd_channel.kme.identity import Identity, Role
 from tests.qkd_channel.conftest import KMEPair, start_pair
 
 STATUS_FIELDS = {
@@ -297,14 +296,6 @@ def test_sae_certificate_cannot_use_the_kme_sync_api(kme_pair: KMEPair) -> None:
         _assert_etsi_error(client.post("/internal/v1/key_allocations", json=forged), 401)
     with kme_pair.store("b") as store:
         assert store.held_key_ids() == []
-
-
-def test_cn_only_certificate_of_the_ca_is_an_sae_never_a_kme(tmp_path: Path) -> None:
-    ca = CertificateAuthority.create()
-    cert, _ = ca.issue(Identity(Role.SAE, "x"), client=True)
-    from qkd_channel.kme.identity import identity_from_certificate
-
-    assert identity_from_certificate(cert) == Identity(Role.SAE, "x")
 
 
 def test_peer_unreachable_is_503_and_spends_no_key(kme_pair: KMEPair) -> None:
