@@ -69,4 +69,4 @@ def test_parameters_are_immutable() -> None:
 
 def test_keyword_only_construction() -> None:
     with pytest.raises(TypeError):
-        LinkParameters(0.2)  # type: ignore[misc]
+        LinkParameters(0.2)  # type: ignore[call-arg]
