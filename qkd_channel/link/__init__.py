@@ -20,6 +20,7 @@ from qkd_channel.link.analytic import (
     secret_key_rate,
 )
 from qkd_channel.link.channel import Eavesdropper, Photons, fibre
+from qkd_channel.link.eavesdroppers import BeamSplitting, InterceptResend, PhotonNumberSplitting
 from qkd_channel.link.parameters import DECOY, SIGNAL, VACUUM, LinkParameters
 from qkd_channel.link.presets import (
     BRISTOL_CLAVIS2,
@@ -45,15 +46,18 @@ __all__ = [
     "SIGNAL",
     "VACUUM",
     "AliceRecord",
+    "BeamSplitting",
     "BobRecord",
     "DecoyBounds",
     "DecoyCounts",
     "DecoyObservation",
     "Eavesdropper",
     "FiniteKeyRate",
+    "InterceptResend",
     "KeyRate",
     "LinkParameters",
     "LinkRun",
+    "PhotonNumberSplitting",
     "Photons",
     "binary_entropy",
     "bristol_clavis2",

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from qkd_channel.errors import LinkParameterError
 from qkd_channel.link.channel import Photons, fibre, thin
 from qkd_channel.link.parameters import SIGNAL, LinkParameters
+from qkd_channel.link.statistics import DecoyObservation, expected_observation
 
 __all__ = ["BeamSplitting", "InterceptResend", "PhotonNumberSplitting"]
 
@@ -56,6 +57,27 @@ class InterceptResend:
             bits=np.where(hit, eve_bit, sent.bits),
         )
         return fibre(resent, params.channel_transmittance, rng)
+
+    def expected_observation(self, params: LinkParameters) -> DecoyObservation:
+        """Gains and QBERs the attack produces on average (the analytic twin of ``attack``).
+
+        Gains are those of the honest link. A re-prepared pulse in the wrong basis reaches
+        Bob's two detectors in equal shares, so its clicks err half the time; in the right
+        basis it behaves like Alice's own pulse. Eve picks the wrong basis with probability
+        ``p_X`` for Z-basis pulses and ``p_Z`` for X-basis pulses.
+        """
+        honest = expected_observation(params)
+        f = self.fraction
+
+        def mixed(qber: tuple[float, float, float], wrong: float) -> tuple[float, float, float]:
+            a, b, c = (e * (1.0 - f * wrong) + 0.5 * f * wrong for e in qber)
+            return a, b, c
+
+        return DecoyObservation(
+            gains=honest.gains,
+            qber_z=mixed(honest.qber_z, params.x_basis_probability),
+            qber_x=mixed(honest.qber_x, params.z_basis_probability),
+        )
 
 
 class PhotonNumberSplitting:

@@ -119,3 +119,20 @@ def test_no_eavesdropper_forwards_zero_photons_as_detections() -> None:
 def test_intercept_resend_rejects_bad_fraction(fraction: float) -> None:
     with pytest.raises(LinkParameterError):
         InterceptResend(fraction)
+
+
+def test_intercept_resend_prediction_matches_simulation_with_biased_bases() -> None:
+    link = replace(LINK, z_basis_probability=0.8)
+    attack = InterceptResend(0.5)
+    run = simulate(link, PULSES, rng=np.random.default_rng(17), eavesdropper=attack)
+    counts = count_run(run)
+    predicted = attack.expected_observation(link)
+    # Eve guesses Z as often as Alice does, so the rarely used X basis takes most errors.
+    assert predicted.qber_x[0] > predicted.qber_z[0]
+    for k in (0, 1):
+        assert abs(binomial_z(counts.errors_z[k], counts.sifted_z[k], predicted.qber_z[k])) < (
+            SIGMAS
+        )
+        assert abs(binomial_z(counts.errors_x[k], counts.sifted_x[k], predicted.qber_x[k])) < (
+            SIGMAS
+        )
