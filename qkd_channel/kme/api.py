@@ -111,6 +111,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         ]
         return _error(400, "malformed request", details)
 
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        # ETSI GS QKD 014 has one server-side error status; the SAE retries or gives up.
+        log.error("internal error: %s", type(exc).__name__)
+        return _error(503, "KME internal error")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))

@@ -23,7 +23,7 @@ from qkd_channel.errors import (
     KMEUnavailable,
 )
 from qkd_channel.keys import QKDKey
-from qkd_channel.kme.config import KMEConfig, LinkEnd
+from qkd_channel.kme.config import KMEConfig
 from qkd_channel.kme.identity import Identity, Role, validate_entity_id
 from qkd_channel.kme.peer import PeerLink, SyncOutcome, SyncResult
 from qkd_channel.kme.schemas import AllocationRequest, Status
@@ -271,7 +271,3 @@ class KeyManager:
         log.info(
             "recorded %d key(s) allocated by peer KME %s", len(allocations), request.source_KME_ID
         )
-
-    @property
-    def end(self) -> LinkEnd:
-        return self.config.end
