@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from qkd_channel.errors import KMERequestRejected, KMEUnauthorized, KMEUnavailable
-from qkd_channel.kme.certs import issue_link_pki, kme_client_paths, sae_paths
+from qkd_channel.kme.certs import issue_link_pki, kme_client_paths, kme_server_paths, sae_paths
 from qkd_channel.kme.client import AsyncKMEClient, KMEClient
 from qkd_channel.kme.config import KeyLimits, LinkEnd
 from tests.qkd_channel.conftest import KMEPair, start_pair
@@ -266,6 +266,15 @@ def test_connection_without_client_certificate_is_refused(kme_pair: KMEPair) -> 
         pytest.raises(httpx.HTTPError),
     ):
         client.get("/api/v1/keys/notary/status")
+
+
+def test_server_certificate_is_not_accepted_as_a_client_certificate(kme_pair: KMEPair) -> None:
+    """EKU separation: a KME's serverAuth-only certificate cannot open a client session."""
+    with (
+        _raw(kme_pair, "b", *kme_server_paths(kme_pair.pki, "kme-a")) as client,
+        pytest.raises(httpx.HTTPError),
+    ):
+        client.post("/internal/v1/key_allocations", json={})
 
 
 def test_kme_certificate_cannot_act_as_an_sae(kme_pair: KMEPair) -> None:
