@@ -198,7 +198,7 @@ def test_buffer_refuses_to_open_for_another_identity(
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     blocks=st.lists(st.integers(min_value=2, max_value=90), min_size=1, max_size=5),
