@@ -23,3 +23,19 @@ class TransactionRejected(ChainError):
 
 class AuditFailed(SwapError):
     """An on-chain contract does not match the agreed terms; do not lock funds against it."""
+
+
+class AccountFileError(SwapError):
+    """An account file is missing, malformed, or readable by other users."""
+
+
+class EnvelopeRefused(SwapError):
+    """A sealed offer/acceptance was tampered with, replayed, or not meant for us."""
+
+
+class UnsafeTerms(SwapError):
+    """Swap terms that would put our funds at risk; nothing was locked."""
+
+
+class SwapStateError(SwapError):
+    """The local swap record does not allow this step (unknown swap, wrong state)."""

@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,13 @@ import pytest
 from algosdk import mnemonic
 from algosdk.v2client.algod import AlgodClient
 
+from qkd_channel.errors import KMEError
+from qkd_channel.kme.client import KMEClient
+from qkd_channel.kme.config import LinkEnd
+from qkd_channel.kme.store import KeyStore
+
 QSWAP = [sys.executable, "-m", "atomic_swap"]
+QKD_KME = [sys.executable, "-c", "from qkd_channel.cli import main; main()"]
 
 
 def free_port() -> int:
@@ -102,4 +110,118 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
         net.stop()
 
 
-__all__ = ["QSWAP", "Devnet", "free_port", "start_devnet"]
+# -- two real KME processes (qkd-kme serve) of one simulated QKD link ----------------------
+
+SAE_IDS = ("alice", "bob", "mallory")
+
+
+@dataclass
+class KMELink:
+    pki: Path
+    urls: dict[str, str]
+    data_dirs: dict[str, Path]
+    procs: list[subprocess.Popen[bytes]]
+
+    def sae_env(self, end: str, sae_id: str, peer_sae_id: str) -> dict[str, str]:
+        return {
+            "QSWAP_KME_URL": self.urls[end],
+            "QSWAP_SAE_CERT": str(self.pki / f"sae-{sae_id}.crt"),
+            "QSWAP_SAE_KEY": str(self.pki / f"sae-{sae_id}.key"),
+            "QSWAP_KME_CA": str(self.pki / "ca.crt"),
+            "QSWAP_SAE_ID": sae_id,
+            "QSWAP_PEER_SAE_ID": peer_sae_id,
+        }
+
+    def client(self, end: str, sae_id: str) -> KMEClient:
+        return KMEClient(
+            self.urls[end],
+            cert=self.pki / f"sae-{sae_id}.crt",
+            key=self.pki / f"sae-{sae_id}.key",
+            ca=self.pki / "ca.crt",
+        )
+
+    def feed(self, blocks: int = 4, nbytes: int = 8192) -> None:
+        """Deliver identical key blocks to both ends, as the link's post-processing would."""
+        material = [secrets.token_bytes(nbytes) for _ in range(blocks)]
+        ids = [f"blk-{uuid.uuid4()}" for _ in material]
+        for end, kme_id in (("a", "kme-a"), ("b", "kme-b")):
+            link_end = LinkEnd.A if end == "a" else LinkEnd.B
+            with KeyStore(self.data_dirs[end], kme_id=kme_id, end=link_end) as store:
+                for block_id, block in zip(ids, material, strict=True):
+                    store.add_block(block_id, block)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def start_kme_link(root: Path) -> KMELink:
+    pki = root / "pki"
+    args = ["certs", "--out", str(pki), "--kme", "kme-a", "--kme", "kme-b"]
+    for sae in SAE_IDS:
+        args += ["--sae", sae]
+    subprocess.run([*QKD_KME, *args], check=True, capture_output=True)
+    ports = {"a": free_port(), "b": free_port()}
+    urls = {end: f"https://127.0.0.1:{port}" for end, port in ports.items()}
+    dirs = {end: root / f"kme-{end}" for end in ports}
+    procs = []
+    for end, peer in (("a", "b"), ("b", "a")):
+        procs.append(
+            subprocess.Popen(
+                [
+                    *QKD_KME,
+                    "serve",
+                    "--data-dir",
+                    str(dirs[end]),
+                    "--kme-id",
+                    f"kme-{end}",
+                    "--end",
+                    end.upper(),
+                    "--peer-id",
+                    f"kme-{peer}",
+                    "--peer",
+                    urls[peer],
+                    "--listen",
+                    f"127.0.0.1:{ports[end]}",
+                    "--pki",
+                    str(pki),
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=None if os.environ.get("QSWAP_TEST_DEBUG") else subprocess.DEVNULL,
+            )
+        )
+    link = KMELink(pki, urls, dirs, procs)
+    deadline = time.monotonic() + 30
+    for end, sae in (("a", "alice"), ("b", "bob")):
+        while True:
+            if any(p.poll() is not None for p in procs):
+                link.stop()
+                raise RuntimeError("a KME process exited during start-up")
+            try:
+                with link.client(end, sae) as client:
+                    client.status("bob" if sae == "alice" else "alice")
+                break
+            except KMEError:
+                if time.monotonic() > deadline:
+                    link.stop()
+                    raise RuntimeError("KME did not become ready") from None
+                time.sleep(0.2)
+    return link
+
+
+@pytest.fixture(scope="module")
+def kme_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KMELink]:
+    link = start_kme_link(tmp_path_factory.mktemp("kme"))
+    try:
+        link.feed()
+        yield link
+    finally:
+        link.stop()

@@ -1,0 +1,110 @@
+"""Swap terms sealed with QKD keys: what travels between the two parties.
+
+The sealer is the *master* SAE for its message: it asks its KME for fresh keys
+(``enc_keys``) shared with the peer SAE and seals with them; the receiver, as *slave* SAE,
+asks its own KME for the same keys by the IDs in the envelope header (``dec_keys``). The
+default mode is ``otp`` (one-time pad + one-time Poly1305 MAC), so the terms are protected
+information-theoretically, given the QKD keys.
+
+Anything the KME source can provide keys through works (``KeySource``); the CLI uses
+:class:`qkd_channel.kme.client.KMEClient`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Protocol
+
+from atomic_swap.errors import EnvelopeRefused
+from atomic_swap.store import SwapStore
+from atomic_swap.terms import Acceptance, Offer, parse_message
+from qkd_channel.envelope import Envelope, Mode, keys_needed, open_envelope, seal
+from qkd_channel.errors import EnvelopeRejected, KMEError, QKDError
+from qkd_channel.keys import QKDKey
+
+__all__ = ["KeySource", "TermsChannel"]
+
+
+class KeySource(Protocol):
+    """The two ETSI GS QKD 014 calls an SAE makes (``KMEClient`` satisfies this)."""
+
+    def enc_keys(self, slave_sae_id: str, *, number: int = 1, size: int = 256) -> list[QKDKey]:
+        """Fresh keys shared with ``slave_sae_id`` (we are master)."""
+        ...
+
+    def dec_keys(self, master_sae_id: str, key_ids: Iterable[str]) -> list[QKDKey]:
+        """The keys ``master_sae_id`` obtained, by ID (we are slave)."""
+        ...
+
+
+class TermsChannel:
+    """Seals our messages to one peer SAE and opens the peer's messages to us."""
+
+    def __init__(
+        self,
+        keys: KeySource,
+        store: SwapStore,
+        *,
+        sae_id: str,
+        peer_sae_id: str,
+        mode: Mode = Mode.OTP,
+        key_bits: int = 256,
+    ) -> None:
+        self._keys = keys
+        self._store = store
+        self.sae_id = sae_id
+        self.peer_sae_id = peer_sae_id
+        self._mode = mode
+        self._key_bits = key_bits
+
+    def seal(self, message: Offer | Acceptance) -> str:
+        """The message as a sealed envelope in JSON form."""
+        plaintext = message.model_dump_json().encode()
+        needed = keys_needed(self._mode, len(plaintext))
+        number = math.ceil(needed * 8 / self._key_bits)
+        try:
+            keys = self._keys.enc_keys(self.peer_sae_id, number=number, size=self._key_bits)
+        except KMEError as exc:
+            raise EnvelopeRefused(f"could not get QKD keys from our KME: {exc}") from exc
+        envelope = seal(
+            plaintext,
+            sender=self.sae_id,
+            recipient=self.peer_sae_id,
+            sequence=self._store.next_sequence(self.peer_sae_id),
+            mode=self._mode,
+            keys=keys,
+        )
+        return envelope.to_json()
+
+    def open(self, text: str) -> Offer | Acceptance:
+        """Authenticate and decrypt a peer's envelope; refuse tampered, foreign or replayed ones."""
+        try:
+            envelope = Envelope.from_json(text)
+        except (QKDError, ValueError) as exc:
+            raise EnvelopeRefused("not a well-formed sealed envelope") from exc
+        if envelope.sender != self.peer_sae_id or envelope.recipient != self.sae_id:
+            # Checked again after the MAC below; this early check only avoids burning keys
+            # on envelopes that are plainly not ours.
+            raise EnvelopeRefused(
+                f"envelope from {envelope.sender!r} to {envelope.recipient!r} is not for "
+                f"{self.sae_id!r} from {self.peer_sae_id!r}"
+            )
+        try:
+            keys = self._keys.dec_keys(envelope.sender, envelope.key_ids)
+        except KMEError as exc:
+            raise EnvelopeRefused(
+                "our KME does not hold the keys this envelope names (tampered, replayed "
+                f"or not shared with us): {exc}"
+            ) from exc
+        try:
+            opened = open_envelope(
+                envelope,
+                keys,
+                expected_sender=self.peer_sae_id,
+                expected_recipient=self.sae_id,
+            )
+        except EnvelopeRejected as exc:
+            raise EnvelopeRefused("envelope failed authentication (tampered or forged)") from exc
+        self._store.accept_sequence(envelope.sender, envelope.sequence)
+        return parse_message(opened.plaintext)

@@ -1,0 +1,225 @@
+# py-algorand-sdk leaves many public functions unannotated.
+# mypy: disable-error-code="no-untyped-call"
+"""Swaps driven through the ``qswap`` CLI: two devnet processes, two KME processes.
+
+Alice initiates on network ``alpha`` (her SAE talks to KME A), Bob participates on network
+``beta`` (KME B). If ``ALGOD_URL_A``/``ALGOD_URL_B`` (and ``ALGOD_TOKEN_A``/``_B``,
+``QSWAP_FUNDER_A``/``_B`` account files holding funds there) are set, the full swap runs
+against those nodes instead of the devnets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from algosdk.v2client.algod import AlgodClient
+
+from atomic_swap.audit import ContractState, read_htlc
+from tests.atomic_swap.conftest import QSWAP, KMELink, start_devnet
+
+ALGO = 1_000_000
+
+
+@dataclass
+class Node:
+    url: str
+    token: str
+    funder: Path
+
+    @property
+    def client(self) -> AlgodClient:
+        return AlgodClient(self.token, self.url)
+
+    def advance_clock(self, seconds: int, party: dict[str, str]) -> None:
+        """Move the dev-mode clock forward (sandbox API) and make a block carrying it."""
+        url = f"{self.url}/v2/devmode/blocks/offset"
+        headers = {"X-Algo-API-Token": self.token}
+        offset = httpx.get(url, headers=headers).json()["offset"]
+        httpx.post(f"{url}/{offset + seconds}", headers=headers).raise_for_status()
+        qswap(
+            "account", "fund", party["QSWAP_ACCOUNT"], "--algos", "0.001",
+            "--from", party["QSWAP_ACCOUNT"], "--algod-url", self.url, "--algod-token",
+            self.token, env={},
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def networks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]]:
+    if os.environ.get("ALGOD_URL_A") and os.environ.get("ALGOD_URL_B"):
+        yield tuple(  # type: ignore[misc]
+            Node(os.environ[f"ALGOD_URL_{x}"], os.environ.get(f"ALGOD_TOKEN_{x}", "a" * 64),
+                 Path(os.environ[f"QSWAP_FUNDER_{x}"]))
+            for x in "AB"
+        )  # fmt: skip
+        return
+    nets = [start_devnet(tmp_path_factory.mktemp(n), n) for n in ("alpha", "beta")]
+    try:
+        yield tuple(  # type: ignore[misc]
+            Node(n.url, n.token, n.data_dir / "dispenser.mnemonic") for n in nets
+        )
+    finally:
+        for n in nets:
+            n.stop()
+
+
+def qswap(
+    *args: str, env: dict[str, str], check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*QSWAP, *args], env={**os.environ, **env}, capture_output=True, text=True,
+        input=stdin, timeout=120,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"qswap {args[0]} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+@dataclass
+class Parties:
+    alice: dict[str, str]
+    bob: dict[str, str]
+    alice_address: str
+    bob_address: str
+    alpha: Node
+    beta: Node
+
+
+@pytest.fixture
+def parties(tmp_path: Path, networks: tuple[Node, Node], kme_link: KMELink) -> Parties:
+    alpha, beta = networks
+    addresses = {}
+    envs = {}
+    for name, sae, peer, end, home_net in (
+        ("alice", "alice", "bob", "a", alpha),
+        ("bob", "bob", "alice", "b", beta),
+    ):
+        account = tmp_path / f"{name}.account"
+        addresses[name] = qswap("account", "new", str(account), env={}).stdout.strip()
+        envs[name] = {
+            "QSWAP_HOME": str(tmp_path / f"{name}-home"),
+            "QSWAP_ACCOUNT": str(account),
+            "ALGOD_URL": home_net.url,
+            "ALGOD_TOKEN": home_net.token,
+            **kme_link.sae_env(end, sae, peer),
+        }
+    # Both parties need funds on their own network and fees on the other one.
+    for node, name, algos in ((alpha, "alice", "10"), (beta, "bob", "10"),
+                              (alpha, "bob", "1"), (beta, "alice", "1")):  # fmt: skip
+        qswap(
+            "account", "fund", addresses[name], "--algos", algos, "--from", str(node.funder),
+            "--algod-url", node.url, "--algod-token", node.token, env={},
+        )  # fmt: skip
+    bob_env = {
+        **envs["bob"],
+        "INITIATOR_ALGOD_URL": alpha.url,
+        "INITIATOR_ALGOD_TOKEN": alpha.token,
+    }
+    return Parties(envs["alice"], bob_env, addresses["alice"], addresses["bob"], alpha, beta)
+
+
+def balance(node: Node, address: str) -> int:
+    info = node.client.account_info(address)
+    assert isinstance(info, dict)
+    return int(info["amount"])
+
+
+def initiate(p: Parties, tmp_path: Path, *extra: str) -> tuple[Path, dict[str, Any]]:
+    offer = tmp_path / "offer.json"
+    qswap(
+        "initiate", "--participant", p.bob_address, "--amount", str(3 * ALGO),
+        "--want-amount", str(2 * ALGO), "--lock", "3h", "--out", str(offer), *extra, env=p.alice,
+    )  # fmt: skip
+    record = json.loads(next(Path(p.alice["QSWAP_HOME"], "swaps").glob("*.json")).read_text())
+    return offer, record
+
+
+def participate(
+    p: Parties, offer: Path, out: Path, *extra: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return qswap(
+        "participate", str(offer), "--pay-amount", str(2 * ALGO),
+        "--receive-amount", str(3 * ALGO), "--out", str(out), *extra, env=p.bob, check=check,
+    )  # fmt: skip
+
+
+def test_full_swap_through_the_cli(parties: Parties, tmp_path: Path) -> None:
+    p = parties
+    offer, record = initiate(p, tmp_path)
+    app_a = int(record["own_app_id"])
+    assert "ciphertext" not in offer.read_text() or p.bob_address not in offer.read_text()
+    assert p.bob_address not in offer.read_text()  # the terms travel encrypted
+
+    audit = qswap("audit", "--app-id", str(app_a), env=p.alice)
+    assert "committed htlc.teal" in audit.stderr and "yes" in audit.stderr
+
+    acceptance = tmp_path / "acceptance.json"
+    out = participate(p, offer, acceptance)
+    assert "audited HTLC" in out.stderr
+    bob_record = json.loads(next(Path(p.bob["QSWAP_HOME"], "swaps").glob("*.json")).read_text())
+    app_b = int(bob_record["own_app_id"])
+
+    alice_before = balance(p.beta, p.alice_address)
+    redeem = qswap("redeem", str(acceptance), "--algod-url", p.beta.url,
+                   "--algod-token", p.beta.token, env=p.alice)  # fmt: skip
+    assert f"claim HTLC {app_b}" in redeem.stderr and "tx " in redeem.stderr
+    assert balance(p.beta, p.alice_address) == alice_before + 2 * ALGO - 2000
+
+    secret = qswap("extract-secret", "--app-id", str(app_b), env=p.bob).stdout.strip()
+    assert secret == record["secret"]
+
+    bob_before = balance(p.alpha, p.bob_address)
+    qswap("redeem", "--app-id", str(app_a), "--secret", secret, "--algod-url", p.alpha.url,
+          "--algod-token", p.alpha.token, env=p.bob)  # fmt: skip
+    assert balance(p.alpha, p.bob_address) == bob_before + 3 * ALGO - 2000
+    assert read_htlc(p.alpha.client, app_a).state is ContractState.CLAIMED
+
+    status = qswap("status", env=p.alice)
+    assert "redeemed" in status.stderr
+    status = qswap("status", env=p.bob)
+    assert "redeemed" in status.stderr
+
+
+def test_participant_refunds_when_initiator_disappears(parties: Parties, tmp_path: Path) -> None:
+    p = parties
+    offer, record = initiate(p, tmp_path)
+    acceptance = tmp_path / "acceptance.json"
+    participate(p, offer, acceptance, "--lock", "1h", "--min-margin", "30m")
+    bob_record = json.loads(next(Path(p.bob["QSWAP_HOME"], "swaps").glob("*.json")).read_text())
+    app_b = int(bob_record["own_app_id"])
+    # Alice never redeems. Bob cannot take his funds back before his deadline...
+    early = qswap("refund", "--app-id", str(app_b), env=p.bob, check=False)
+    assert early.returncode == 7 and "deadline" in early.stderr
+    # ...but can after it.
+    p.beta.advance_clock(3700, p.bob)
+    before = balance(p.beta, p.bob_address)
+    qswap("refund", "--app-id", str(app_b), env=p.bob)
+    assert balance(p.beta, p.bob_address) == before + 2 * ALGO + 100_000 - 2000
+    # Alice, back after her own deadline, refunds hers too.
+    p.alpha.advance_clock(3 * 3600 + 100, p.alice)
+    qswap("refund", "--app-id", str(record["own_app_id"]), env=p.alice)
+    assert read_htlc(p.alpha.client, int(record["own_app_id"])).state is ContractState.REFUNDED
+    assert "refunded" in qswap("status", env=p.bob).stderr
+
+
+def test_offer_altered_in_transit_is_refused(parties: Parties, tmp_path: Path) -> None:
+    p = parties
+    offer, _ = initiate(p, tmp_path)
+    envelope = json.loads(offer.read_text())
+    ct = bytearray(base64.b64decode(envelope["ct"]))
+    ct[10] ^= 0x01  # flip one bit of the sealed terms
+    envelope["ct"] = base64.b64encode(bytes(ct)).decode()
+    offer.write_text(json.dumps(envelope))
+    before = balance(p.beta, p.bob_address)
+    out = participate(p, offer, tmp_path / "acc.json", check=False)
+    assert out.returncode == 3 and "authentication" in out.stderr
+    assert balance(p.beta, p.bob_address) == before  # nothing was locked
+    assert not list(Path(p.bob["QSWAP_HOME"], "swaps").glob("*.json"))
