@@ -66,11 +66,12 @@ def thin(
     if survival >= 1.0:
         out[:] = counts
         return out
-    for n in np.unique(counts):
-        if n <= 0:
-            continue
+    if counts.size == 0:
+        return out
+    present = np.flatnonzero(np.bincount(counts))  # photon numbers that occur (small ints)
+    for n in present[present > 0].tolist():
         where = np.flatnonzero(counts == n)
-        out[where] = rng.binomial(int(n), survival, size=where.size)
+        out[where] = rng.binomial(n, survival, size=where.size)
     return out
 
 

@@ -65,15 +65,14 @@ def simulate(
     for start in range(0, n_pulses, chunk_size):
         stop = min(start + chunk_size, n_pulses)
         size = stop - start
-        chunk_classes, photons = source.sample(rng, size)
+        chunk_classes, lit, photons = source.sample(rng, size)
         chunk_bits = rng.integers(0, 2, size, dtype=np.uint8)
         chunk_bases = (rng.random(size) >= params.z_basis_probability).view(np.uint8)
         classes[start:stop] = chunk_classes
         bits[start:stop] = chunk_bits
         bases[start:stop] = chunk_bases
 
-        lit = np.flatnonzero(photons)
-        sent = Photons(lit + start, photons[lit], chunk_bases[lit], chunk_bits[lit])
+        sent = Photons(lit + start, photons, chunk_bases[lit], chunk_bits[lit])
         if eavesdropper is None:
             arrived = fibre(sent, params.channel_transmittance, rng)
         else:
@@ -101,42 +100,50 @@ class _SourceTable:
     """Joint inverse-CDF table of (intensity class, photon number).
 
     One uniform number per pulse picks both the class and the Poisson photon number, which
-    is several times faster than numpy's Poisson sampler with per-pulse means.
+    is several times faster than numpy's Poisson sampler with per-pulse means. Most pulses
+    are empty, so the class comes from two comparisons and the table is only searched for
+    the pulses whose number lies above their class's vacuum share.
     """
 
     def __init__(self, params: LinkParameters) -> None:
         edges: list[float] = []
-        classes: list[int] = []
         photons: list[int] = []
+        class_starts: list[float] = []
+        vacuum_tops: list[float] = []
         mass_before = 0.0
-        for cls, (mu, p_class) in enumerate(
-            zip(params.intensities, params.intensity_probabilities, strict=True)
-        ):
+        for mu, p_class in zip(params.intensities, params.intensity_probabilities, strict=True):
+            class_starts.append(mass_before)
+            vacuum_tops.append(mass_before + p_class * math.exp(-mu))
             n = 0
             cumulative = 0.0
             term = math.exp(-mu)
             # stop once the remaining Poisson terms are negligible (terms decrease past mu)
             while mu > 0.0 and (n <= mu or term > _TAIL):
                 cumulative += term
-                classes.append(cls)
                 photons.append(n)
                 edges.append(mass_before + p_class * cumulative)
                 n += 1
                 term *= mu / n
             # the last entry absorbs the (negligible) tail so each class keeps its exact mass
-            classes.append(cls)
             photons.append(n)
             mass_before += p_class
             edges.append(mass_before)
         self._edges = np.asarray(edges[:-1])
-        self._classes = np.asarray(classes, dtype=np.uint8)
         self._photons = np.asarray(photons, dtype=np.int64)
+        self._class_edges = np.asarray(class_starts[1:])
+        self._vacuum_tops = np.asarray(vacuum_tops)
 
     def sample(
         self, rng: np.random.Generator, size: int
-    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
-        slot = np.searchsorted(self._edges, rng.random(size), side="right")
-        return self._classes[slot], self._photons[slot]
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Classes of all pulses, offsets of the non-empty ones and their photon numbers."""
+        u = rng.random(size)
+        classes = (u >= self._class_edges[0]).view(np.uint8) + (u >= self._class_edges[1]).view(
+            np.uint8
+        )
+        lit = np.flatnonzero(u >= self._vacuum_tops[classes])
+        counts = self._photons[np.searchsorted(self._edges, u[lit], side="right")]
+        return classes, lit, counts
 
 
 def _detect(
