@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+
+/// @title TelemetryNotary
+/// @notice On-chain evidence of QKD-authenticated IoT telemetry: records written in
+///         batches (one transaction, many records) and Merkle roots anchoring large
+///         batches whose inclusion proofs travel in the notary's receipts.
+/// @dev `payloadHash` is keccak256(salt || payload) with a per-record 32-byte salt that
+///      only the receipt holder knows, so low-entropy telemetry cannot be guessed from
+///      the chain. Device IDs use the DeviceRegistry encoding (UTF-8, zero-padded to 32
+///      bytes). Merkle leaves follow OpenZeppelin's StandardMerkleTree convention:
+///      keccak256(bytes.concat(keccak256(abi.encode(recordId, deviceId, sequence,
+///      payloadHash, mode)))) with sorted-pair hashing ({leafHash}).
+contract TelemetryNotary is AccessControl {
+    /// @notice May write records and anchor roots (the notary service account).
+    bytes32 public constant NOTARY_ROLE = keccak256("NOTARY_ROLE");
+
+    /// @notice How the telemetry was protected between device and notary.
+    enum SecurityMode {
+        Unspecified, // never stored; a record with it is refused
+        OTP, // one-time pad + one-time MAC: information-theoretic security
+        AEAD // AES-256-GCM under a QKD session key: computational security
+    }
+
+    struct RecordInput {
+        bytes32 recordId;
+        bytes32 deviceId;
+        uint64 sequence;
+        bytes32 payloadHash;
+        SecurityMode mode;
+    }
+
+    struct Record {
+        bytes32 deviceId;
+        bytes32 payloadHash;
+        uint64 sequence;
+        uint64 recordedAt;
+        uint64 blockNumber;
+        SecurityMode mode;
+        bool payloadPublished;
+    }
+
+    struct Anchor {
+        bytes32 firstRecordId;
+        bytes32 lastRecordId;
+        uint64 count;
+        uint64 anchoredAt;
+        uint64 blockNumber;
+    }
+
+    /// @notice The DeviceRegistry this notary's device IDs refer to.
+    address public immutable registry;
+
+    mapping(bytes32 recordId => Record) private _records;
+    mapping(bytes32 root => Anchor) private _anchors;
+
+    event RecordStored(
+        bytes32 indexed deviceId, bytes32 indexed recordId, uint64 sequence, bytes32 payloadHash, SecurityMode mode
+    );
+    event PayloadPublished(bytes32 indexed recordId, bytes payload);
+    event RecordSkipped(bytes32 indexed deviceId, bytes32 indexed recordId);
+    event BatchRecorded(uint256 recorded, uint256 skipped);
+    event RootAnchored(bytes32 indexed root, uint64 count, bytes32 firstRecordId, bytes32 lastRecordId);
+    event AnchorSkipped(bytes32 indexed root);
+
+    error InvalidRecord(uint256 index);
+    error PayloadCountMismatch(uint256 records, uint256 payloads);
+    error InvalidAnchor();
+
+    constructor(address admin, address notary, address registry_) {
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(NOTARY_ROLE, notary);
+        registry = registry_;
+    }
+
+    /// @notice Store many records in one transaction. A record whose ID is already
+    ///         stored is skipped with {RecordSkipped} instead of reverting the batch, so
+    ///         a retried batch is idempotent.
+    /// @param payloads empty (hash-only notarization) or one entry per record; a
+    ///        non-empty entry is published in {PayloadPublished}, never stored.
+    /// @return recorded how many records were new.
+    function recordBatch(RecordInput[] calldata records, bytes[] calldata payloads)
+        external
+        onlyRole(NOTARY_ROLE)
+        returns (uint256 recorded)
+    {
+        uint256 length = records.length;
+        bool publishing = payloads.length != 0;
+        if (publishing && payloads.length != length) revert PayloadCountMismatch(length, payloads.length);
+        uint64 timestamp = uint64(block.timestamp);
+        uint64 blockNumber = uint64(block.number);
+        for (uint256 i = 0; i < length;) {
+            RecordInput calldata input = records[i];
+            bytes32 recordId = input.recordId;
+            bytes32 deviceId = input.deviceId;
+            SecurityMode mode = input.mode;
+            if (recordId == bytes32(0) || deviceId == bytes32(0) || mode == SecurityMode.Unspecified) {
+                revert InvalidRecord(i);
+            }
+            if (_records[recordId].recordedAt != 0) {
+                emit RecordSkipped(deviceId, recordId);
+            } else {
+                bool published = publishing && payloads[i].length != 0;
+                _records[recordId] = Record({
+                    deviceId: deviceId,
+                    payloadHash: input.payloadHash,
+                    sequence: input.sequence,
+                    recordedAt: timestamp,
+                    blockNumber: blockNumber,
+                    mode: mode,
+                    payloadPublished: published
+                });
+                emit RecordStored(deviceId, recordId, input.sequence, input.payloadHash, mode);
+                if (published) emit PayloadPublished(recordId, payloads[i]);
+                ++recorded;
+            }
+            unchecked {
+                ++i;
+            }
+        }
+        emit BatchRecorded(recorded, length - recorded);
+    }
+
+    /// @notice Anchor the Merkle root of a batch of records kept off-chain. Anchoring a
+    ///         root twice is a no-op with {AnchorSkipped}, so retries are idempotent.
+    /// @return anchored false when the root was already anchored.
+    function anchorRoot(bytes32 root, uint64 count, bytes32 firstRecordId, bytes32 lastRecordId)
+        external
+        onlyRole(NOTARY_ROLE)
+        returns (bool anchored)
+    {
+        if (root == bytes32(0) || count == 0) revert InvalidAnchor();
+        Anchor storage slot = _anchors[root];
+        if (slot.anchoredAt != 0) {
+            emit AnchorSkipped(root);
+            return false;
+        }
+        slot.firstRecordId = firstRecordId;
+        slot.lastRecordId = lastRecordId;
+        slot.count = count;
+        slot.anchoredAt = uint64(block.timestamp);
+        slot.blockNumber = uint64(block.number);
+        emit RootAnchored(root, count, firstRecordId, lastRecordId);
+        return true;
+    }
+
+    /// @notice Whether `recordId` was stored by {recordBatch}.
+    function isRecorded(bytes32 recordId) external view returns (bool) {
+        return _records[recordId].recordedAt != 0;
+    }
+
+    /// @notice The stored record; `recordedAt == 0` means "no such record".
+    function getRecord(bytes32 recordId) external view returns (Record memory) {
+        return _records[recordId];
+    }
+
+    /// @notice The anchor of `root`; `anchoredAt == 0` means "not anchored".
+    function getAnchor(bytes32 root) external view returns (Anchor memory) {
+        return _anchors[root];
+    }
+
+    /// @notice True when `root` is anchored here and `proof` proves `leaf` under it.
+    function verifyInclusion(bytes32 leaf, bytes32[] calldata proof, bytes32 root) external view returns (bool) {
+        return _anchors[root].anchoredAt != 0 && MerkleProof.verifyCalldata(proof, root, leaf);
+    }
+
+    /// @notice The Merkle leaf of a record, so an auditor can compute it from an explorer.
+    function leafHash(bytes32 recordId, bytes32 deviceId, uint64 sequence, bytes32 payloadHash, SecurityMode mode)
+        external
+        pure
+        returns (bytes32)
+    {
+        return keccak256(bytes.concat(keccak256(abi.encode(recordId, deviceId, sequence, payloadHash, mode))));
+    }
+}
