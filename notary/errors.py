@@ -16,6 +16,7 @@ Hierarchy::
     ├── KeysRejected              the KME refused to deliver the named keys (maps to 401)
     ├── DeviceNotFound            404
     ├── DeviceExists              409
+    ├── DeviceInactive            409  admin change to a deactivated device
     ├── RecordNotFound            404
     ├── AdminUnauthorized         401  missing or wrong admin bearer token
     ├── InvalidTransition         an outbox entry was moved through an illegal state change
@@ -48,6 +49,7 @@ __all__ = [
     "ChainMisconfigured",
     "ChainUnavailable",
     "DeviceExists",
+    "DeviceInactive",
     "DeviceNotFound",
     "EmbeddedChainLocked",
     "IntakeRejected",
@@ -201,6 +203,14 @@ class DeviceExists(NotaryError):
     status = 409
     title = "Device already registered"
     reason = "device-exists"
+
+
+class DeviceInactive(NotaryError):
+    """A deactivated device cannot be changed any more (deactivation is final)."""
+
+    status = 409
+    title = "Device deactivated"
+    reason = "device-inactive"
 
 
 class RecordNotFound(NotaryError):

@@ -49,7 +49,6 @@ class AnchorProof(BaseModel):
     block_timestamp: int = Field(description="Block timestamp, Unix seconds")
     batch_id: int = Field(description="The notary's batch number (informational)")
     batch_size: int
-    leaf_index: int = Field(description="Position of the record in the batch")
     leaf: str = Field(description="Merkle leaf of the record (see docs/receipts.md)")
     batch_root: str | None = Field(description="Merkle root anchored (merkle method)")
     proof: list[str] = Field(description="Sibling hashes from leaf to root (merkle method)")

@@ -6,11 +6,15 @@ everything that embeds the notary (the demo, the benchmark, tests) builds a
 directly. Typical use::
 
     settings = NotarySettings(data_dir=path)
-    service = NotaryService.open(settings, keys=my_key_source, chain=my_chain)
-    await service.start()            # starts the anchoring worker if a chain is attached
+    service = NotaryService.open(settings, keys=my_key_source, chain=chain_client)
+    await service.start()            # anchoring worker (if a chain), MQTT (if configured)
     accepted = await service.pipeline.submit(envelope_json)
     receipt = await service.receipt(accepted.record_id)
     await service.aclose()
+
+The chain client is passed in rather than opened here because opening it needs the
+signer's keystore password, which only the CLI (or the embedding program) can ask for.
+The service never closes a chain client it was given.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from notary.config import NotarySettings, load_or_create_admin_token
+from notary.anchoring import AnchorChain, AnchoringWorker, record_input
+from notary.chain.merkle import MerkleTree, record_leaf
+from notary.config import AnchorMode, NotarySettings, load_or_create_admin_token
 from notary.errors import (
     DeviceNotFound,
     NotaryError,
@@ -32,23 +38,30 @@ from notary.errors import (
 from notary.keysource import CoalescingKeySource, KeySource, KMEKeySource
 from notary.logging import log_event
 from notary.metrics import NotaryMetrics
+from notary.mqtt import MQTTIntake
 from notary.pipeline import IntakePipeline
-from notary.receipts import Receipt, build_receipt
-from notary.storage.base import DeviceEvent, DeviceRow, Store
+from notary.receipts import AnchorProof, Receipt, build_receipt
+from notary.storage.base import BatchRow, DeviceEvent, DeviceRow, RecordRow, RecordStatus, Store
 from notary.storage.sqlite import SQLiteStore
 from qkd_channel.kme.client import AsyncKMEClient
 
-__all__ = ["CheckResult", "NotaryService", "kme_key_source"]
+__all__ = ["CheckResult", "NotaryService", "anchor_proofs", "kme_key_source"]
 
 log = logging.getLogger("notary.service")
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """Outcome of one readiness probe."""
+    """Outcome of one readiness probe.
+
+    ``required`` checks decide readiness. The chain is reported but not required: while
+    it is down, intake keeps filling the durable outbox, so the notary should keep
+    receiving traffic rather than be taken out of a load balancer.
+    """
 
     ok: bool
     detail: str
+    required: bool = True
 
 
 def kme_key_source(settings: NotarySettings) -> KeySource:
@@ -69,6 +82,33 @@ def kme_key_source(settings: NotarySettings) -> KeySource:
     )
 
 
+def anchor_proofs(
+    batch: BatchRow, members: list[RecordRow], chain_id: int, contract: str
+) -> dict[str, AnchorProof]:
+    """The anchor section of every member's receipt (Merkle proofs computed once)."""
+    assert batch.tx_hash is not None and batch.block_number is not None
+    assert batch.block_hash is not None and batch.block_timestamp is not None
+    leaves = {m.record_id: record_leaf(record_input(m)) for m in members}
+    tree = MerkleTree(list(leaves.values())) if batch.mode is AnchorMode.MERKLE else None
+    return {
+        record_id: AnchorProof(
+            method=batch.mode,
+            chain_id=chain_id,
+            contract=contract,
+            tx_hash=batch.tx_hash,
+            block_number=batch.block_number,
+            block_hash=batch.block_hash,
+            block_timestamp=batch.block_timestamp,
+            batch_id=batch.batch_id,
+            batch_size=len(members),
+            leaf="0x" + leaf.hex(),
+            batch_root=batch.root,
+            proof=[] if tree is None else ["0x" + p.hex() for p in tree.proof(leaf)],
+        )
+        for record_id, leaf in leaves.items()
+    }
+
+
 class NotaryService:
     """A running notary: intake pipeline, admin operations, receipts, readiness."""
 
@@ -79,12 +119,14 @@ class NotaryService:
         store: Store,
         keys: KeySource,
         admin_token: str,
+        chain: AnchorChain | None = None,
         metrics: NotaryMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = store
         self.keys = keys
+        self.chain = chain
         self.metrics = metrics or NotaryMetrics()
         self._admin_token = admin_token.encode()
         self._clock = clock
@@ -97,28 +139,68 @@ class NotaryService:
             aead_session_ttl_s=settings.aead_session_ttl_s,
             clock=clock,
         )
+        self.worker: AnchoringWorker | None = None
+        if chain is not None:
+            self.worker = AnchoringWorker(
+                store,
+                chain,
+                mode=settings.anchor_mode,
+                batch_size=settings.batch_size,
+                max_latency_s=settings.batch_max_latency_s,
+                publish_payloads=settings.store_payload_on_chain,
+                metrics=self.metrics,
+                clock=clock,
+            )
+        self.mqtt: MQTTIntake | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._proofs: dict[int, dict[str, AnchorProof]] = {}
         self._closed = False
 
     @classmethod
-    def open(cls, settings: NotarySettings, *, keys: KeySource | None = None) -> NotaryService:
-        """Open the data directory's store and token; reach the KME the settings name
-        unless a key source is given."""
+    def open(
+        cls,
+        settings: NotarySettings,
+        *,
+        keys: KeySource | None = None,
+        chain: AnchorChain | None = None,
+    ) -> NotaryService:
+        """Open the data directory's store and admin token; reach the KME the settings
+        name unless a key source is given; anchor through ``chain`` if given."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return cls(
             settings,
             store=SQLiteStore(settings.sqlite_path),
             keys=keys if keys is not None else kme_key_source(settings),
             admin_token=load_or_create_admin_token(settings.data_dir),
+            chain=chain,
         )
 
-    async def start(self) -> None:
-        """Start background work (the anchoring worker, when a chain is attached)."""
+    async def start(self, *, anchoring: bool = True, mqtt: bool = True) -> None:
+        """Start background work: the anchoring worker (when a chain is attached and
+        ``anchoring``) and the MQTT intake (when ``settings.mqtt_host`` is set and ``mqtt``)."""
+        if anchoring and self.worker is not None:
+            self._tasks.append(asyncio.create_task(self.worker.run(self._stop)))
+        if mqtt and self.settings.mqtt_host:
+            self.mqtt = MQTTIntake(
+                self.pipeline,
+                host=self.settings.mqtt_host,
+                port=self.settings.mqtt_port,
+                client_id=f"qkd-notary-{self.settings.notary_id}",
+            )
+            await self.mqtt.start()
 
     async def aclose(self) -> None:
-        """Stop background work, then close the key source and the store."""
+        """Stop background work (in-flight MQTT messages finish, the worker finishes its
+        current batch), then close the key source and the store."""
         if self._closed:
             return
         self._closed = True
+        if self.mqtt is not None:
+            await self.mqtt.stop()
+        self._stop.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.keys.aclose()
         await self.store.aclose()
 
@@ -173,12 +255,33 @@ class NotaryService:
         record = await self.store.get_record(record_id.lower())
         if record is None:
             raise RecordNotFound(f"no record {record_id}")
-        return build_receipt(record, None)
+        anchor = None
+        if record.status is RecordStatus.ANCHORED and record.batch_id is not None:
+            anchor = await self._anchor_proof(record)
+        return build_receipt(record, anchor)
+
+    async def _anchor_proof(self, record: RecordRow) -> AnchorProof:
+        assert record.batch_id is not None
+        proofs = self._proofs.get(record.batch_id)
+        if proofs is None:
+            batch = await self.store.get_batch(record.batch_id)
+            if batch is None or self.chain is None:
+                raise RecordNotFound(f"anchor of record {record.record_id} is not available")
+            members = await self.store.batch_records(record.batch_id)
+            proofs = anchor_proofs(batch, members, self.chain.chain_id, self.chain.notary_address)
+            if len(self._proofs) > 256:  # anchored batches never change; keep a few
+                self._proofs.pop(next(iter(self._proofs)))
+            self._proofs[record.batch_id] = proofs
+        return proofs[record.record_id]
 
     # -- operations ------------------------------------------------------------------
     async def readiness(self) -> dict[str, CheckResult]:
         """Probe storage (writable outbox) and the KME, concurrently, with a timeout."""
-        checks = {"outbox": self._check_outbox(), "kme": self._check_kme()}
+        checks = {
+            "outbox": self._check_outbox(),
+            "kme": self._check_kme(),
+            "chain": self._check_chain(),
+        }
         results = await asyncio.gather(*checks.values())
         return dict(zip(checks, results, strict=True))
 
@@ -198,6 +301,15 @@ class NotaryService:
         except (ServiceUnavailable, TimeoutError) as exc:
             return CheckResult(False, type(exc).__name__)
         return CheckResult(True, "reachable" if stock is None else f"reachable, stock {stock}")
+
+    async def _check_chain(self) -> CheckResult:
+        if self.chain is None:
+            return CheckResult(False, "no chain attached: records stay in the outbox", False)
+        try:
+            head = await asyncio.wait_for(asyncio.to_thread(self.chain.block_number), timeout=5)
+        except (NotaryError, TimeoutError) as exc:
+            return CheckResult(False, type(exc).__name__, False)
+        return CheckResult(True, f"chain {self.chain.chain_id} at block {head}", False)
 
     async def refresh_gauges(self) -> None:
         """Update gauges that are cheaper to read on scrape than to track continuously."""

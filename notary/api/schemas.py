@@ -27,7 +27,7 @@ __all__ = [
     "TelemetryAccepted",
 ]
 
-_ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
+_ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
 
 
 class Problem(BaseModel):
@@ -81,8 +81,13 @@ class DeviceCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    device_id: str = _ID
-    sae_id: str = _ID
+    device_id: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=_ID_PATTERN,
+        description="At most 32 ASCII characters: the chain stores it as bytes32",
+    )
+    sae_id: str = Field(min_length=1, max_length=128, pattern=_ID_PATTERN)
     owner: str = Field(default="", max_length=128)
     expected_firmware_digest: str | None = Field(default=None, pattern=DIGEST_PATTERN)
 
@@ -127,6 +132,7 @@ class Health(BaseModel):
 class ReadinessCheck(BaseModel):
     ok: bool
     detail: str
+    required: bool = Field(description="Whether this check decides readiness")
 
 
 class Readiness(BaseModel):

@@ -29,6 +29,7 @@ from notary.config import AnchorMode
 from notary.errors import (
     AuthenticationFailed,
     DeviceExists,
+    DeviceInactive,
     DeviceNotFound,
     InvalidTransition,
     NotaryError,
@@ -321,6 +322,8 @@ class SQLiteStore:
     async def approve_digest(self, device_id: str, digest: str, *, now: float) -> DeviceRow:
         def job(conn: sqlite3.Connection) -> DeviceRow:
             device = _require_device(conn, device_id)
+            if not device.active:
+                raise DeviceInactive(f"device {device_id!r} is deactivated")
             trusted = approve(current_digest=device.current_digest, digest=digest)
             conn.execute(
                 "UPDATE devices SET approved_digest = ?, trusted = ?, last_change_at = ?"

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from notary.api import create_app
+from notary.chain.client import ChainClient
 from notary.config import NotarySettings
 from notary.keysource import InMemoryKeySource
 from notary.service import NotaryService
@@ -189,3 +190,55 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def chain_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainClient]:
+    """One embedded chain (py-evm, persisted in a temp dir) with freshly deployed
+    contracts, shared by the tests of a session; tests use their own device IDs."""
+    from eth_account import Account
+
+    from notary.chain.settings import ChainSettings
+
+    client = ChainClient.open(
+        ChainSettings(data_dir=tmp_path_factory.mktemp("chain")), Account.create()
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def anchored_service(
+    tmp_path: Path, key_source: InMemoryKeySource, chain_client: ChainClient
+) -> AsyncIterator[NotaryService]:
+    """A notary attached to the embedded chain; tests drive its worker explicitly."""
+    settings = NotarySettings(
+        data_dir=tmp_path / "anchored", notary_id=NOTARY_ID, batch_size=4, batch_max_latency_s=0.2
+    )
+    settings.data_dir.mkdir(parents=True)
+    svc = NotaryService(
+        settings,
+        store=SQLiteStore(settings.sqlite_path),
+        keys=key_source,
+        admin_token=ADMIN_TOKEN,
+        chain=chain_client,
+    )
+    try:
+        yield svc
+    finally:
+        await svc.aclose()
+
+
+async def fleet(
+    service: NotaryService, key_source: InMemoryKeySource, count: int
+) -> list[SimDevice]:
+    """``count`` freshly registered devices with IDs unique across the session's chain."""
+    tag = uuid.uuid4().hex[:8]
+    devices = []
+    for i in range(count):
+        device_id = f"t{tag}-{i}"
+        await service.register_device(device_id, sae_id=f"sae-{device_id}")
+        devices.append(SimDevice(device_id, f"sae-{device_id}", key_source))
+    return devices

@@ -27,11 +27,14 @@ async def read_health() -> Health:
     responses={503: {"model": Readiness}},
 )
 async def read_readiness(service: ServiceDep) -> JSONResponse:
-    """Readiness: KME reachable, chain reachable, outbox writable (503 otherwise)."""
+    """Readiness: outbox writable and KME reachable (503 otherwise); chain reported."""
     checks = await service.readiness()
     body = Readiness(
-        ready=all(c.ok for c in checks.values()),
-        checks={name: ReadinessCheck(ok=c.ok, detail=c.detail) for name, c in checks.items()},
+        ready=all(c.ok for c in checks.values() if c.required),
+        checks={
+            name: ReadinessCheck(ok=c.ok, detail=c.detail, required=c.required)
+            for name, c in checks.items()
+        },
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 

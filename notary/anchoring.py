@@ -1,0 +1,324 @@
+"""The anchoring worker: outbox entries to on-chain evidence, exactly once.
+
+Loop (one asyncio task next to the API, or standalone):
+
+1. Mirror device history to the DeviceRegistry, oldest event first (registration,
+   first/changed firmware digest, approvals, deactivation).
+2. Resume batches a crash left unfinished, then form a new batch when ``batch_size``
+   records wait or the oldest has waited ``max_latency_s``: its members (and, in Merkle
+   mode, its root) are fixed in storage *before* anything is sent.
+3. Send it: ``recordBatch`` (every record stored in the contract) or ``anchorRoot``
+   (only the Merkle root; receipts carry inclusion proofs). The chain client waits for
+   the configured confirmations.
+4. Mark the batch and its records ANCHORED with the block coordinates.
+
+Exactly once: record IDs are deterministic and both contract calls are idempotent
+(``recordBatch`` skips stored IDs, ``anchorRoot`` skips a known root), so resending a
+batch whose transaction may have landed before a crash cannot duplicate anything; when
+the resend finds everything already there, the worker looks up the transaction that did
+land and records *that* one, so receipts always point at the block holding the evidence.
+While the chain is unreachable, intake keeps filling the outbox; the worker backs off and
+drains it when the node is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from eth_utils.address import is_address
+
+from notary.chain.merkle import MerkleTree, record_leaf
+from notary.chain.models import (
+    AnchorOutcome,
+    AttestationOutcome,
+    BatchOutcome,
+    DeviceInfo,
+    RecordInput,
+    SecurityMode,
+    TxInfo,
+)
+from notary.config import AnchorMode
+from notary.errors import (
+    ChainError,
+    ChainUnavailable,
+    InvalidTransition,
+    NotaryError,
+    TransactionNotConfirmed,
+)
+from notary.logging import log_event
+from notary.metrics import NotaryMetrics
+from notary.storage.base import (
+    BatchRow,
+    DeviceEvent,
+    DeviceEventKind,
+    DeviceRow,
+    RecordRow,
+    Store,
+)
+
+__all__ = ["AnchorChain", "AnchoringWorker", "record_input"]
+
+log = logging.getLogger("notary.anchoring")
+
+
+class AnchorChain(Protocol):
+    """What the worker needs from :class:`notary.chain.ChainClient` (blocking calls)."""
+
+    chain_id: int
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def notary_address(self) -> str: ...
+
+    def block_number(self) -> int: ...
+
+    def register_device(
+        self, device_id: str, *, sae_id: str, owner: str, expected_firmware: bytes | None = None
+    ) -> TxInfo: ...
+
+    def attest_firmware(self, device_id: str, digest: bytes) -> AttestationOutcome: ...
+
+    def approve_firmware(self, device_id: str, digest: bytes) -> TxInfo: ...
+
+    def deactivate_device(self, device_id: str) -> TxInfo: ...
+
+    def get_device(self, device_id: str) -> DeviceInfo | None: ...
+
+    def record_batch(self, records: Sequence[RecordInput]) -> BatchOutcome: ...
+
+    def anchor_root(
+        self, root: bytes, *, count: int, first_record_id: bytes, last_record_id: bytes
+    ) -> AnchorOutcome: ...
+
+    def find_record_transaction(self, record_id: bytes) -> TxInfo | None: ...
+
+    def find_anchor_transaction(self, root: bytes) -> TxInfo | None: ...
+
+
+def record_input(record: RecordRow, *, with_payload: bool = False) -> RecordInput:
+    """The chain form of a stored record (also the Merkle leaf's preimage)."""
+    return RecordInput(
+        record_id=bytes.fromhex(record.record_id[2:]),
+        device_id=record.device_id,
+        sequence=record.sequence,
+        payload_hash=bytes.fromhex(record.payload_hash[2:]),
+        mode=SecurityMode.from_label(record.mode),
+        payload=record.payload if with_payload else b"",
+    )
+
+
+class AnchoringWorker:
+    """Moves accepted records from the outbox onto the chain."""
+
+    def __init__(
+        self,
+        store: Store,
+        chain: AnchorChain,
+        *,
+        mode: AnchorMode = AnchorMode.MERKLE,
+        batch_size: int = 64,
+        max_latency_s: float = 1.0,
+        publish_payloads: bool = False,
+        metrics: NotaryMetrics | None = None,
+        poll_interval_s: float = 0.05,
+        max_backoff_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if publish_payloads and mode is AnchorMode.MERKLE:
+            raise ValueError("payloads can only be published in batch mode")
+        self._store = store
+        self._chain = chain
+        self._mode = mode
+        self._batch_size = batch_size
+        self._max_latency = max_latency_s
+        self._publish = publish_payloads
+        self._metrics = metrics or NotaryMetrics()
+        self._poll = poll_interval_s
+        self._max_backoff = max_backoff_s
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    @property
+    def mode(self) -> AnchorMode:
+        return self._mode
+
+    def notify(self) -> None:
+        """Hint that records arrived (the worker also polls)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set; chain outages only slow it down."""
+        backoff = self._poll
+        while not stop.is_set():
+            try:
+                worked = await self.run_once()
+                backoff = self._poll
+            except (ChainUnavailable, TransactionNotConfirmed) as exc:
+                log_event(log, logging.WARNING, "chain unavailable, will retry", error=str(exc))
+                worked = False
+                backoff = min(self._max_backoff, max(backoff * 2, 0.2))
+            except NotaryError as exc:
+                log_event(log, logging.ERROR, "anchoring failed", error=str(exc))
+                worked = False
+                backoff = min(self._max_backoff, max(backoff * 2, 0.5))
+            if worked:
+                continue
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            await asyncio.wait(waiters, timeout=backoff, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def run_once(self, *, force: bool = False) -> bool:
+        """One step: mirror device events, finish or form and send one batch.
+
+        ``force`` sends a batch even if it is smaller than ``batch_size`` and younger
+        than ``max_latency_s``. Returns whether anything was done.
+        """
+        worked = await self.mirror_device_events()
+        unfinished = await self._store.unfinished_batches()
+        if unfinished:
+            await self._send(unfinished[0])
+            return True
+        batch = await self._form_batch(force=force)
+        if batch is None:
+            return worked
+        await self._send(batch)
+        return True
+
+    async def drain(self, *, timeout_s: float = 60.0) -> None:
+        """Anchor everything in the outbox now (tests, shutdown, the demo)."""
+        deadline = time.monotonic() + timeout_s
+        while await self._store.outbox_depth() or await self._store.pending_device_events(1):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the outbox did not drain in time")
+            await self.run_once(force=True)
+
+    # -- device history --------------------------------------------------------------
+    async def mirror_device_events(self, limit: int = 32) -> bool:
+        """Send pending device events to the DeviceRegistry, in order; stop at a failure."""
+        events = await self._store.pending_device_events(limit)
+        for event in events:
+            device = await self._store.get_device(event.device_id)
+            if device is None:
+                raise InvalidTransition(f"event {event.event_id} names an unknown device")
+            tx_hash = await asyncio.to_thread(self._mirror, event, device)
+            await self._store.mark_event_mirrored(event.event_id, tx_hash)
+        return bool(events)
+
+    def _mirror(self, event: DeviceEvent, device: DeviceRow) -> str:
+        """Apply one event on-chain (blocking).
+
+        Registration and deactivation are checked against the registry first, so a
+        resend after a crash is harmless; a repeated attestation of the same digest adds
+        a history entry but cannot change trust (the contract compares digests).
+        Returns the transaction hash, or a marker when nothing had to be sent.
+        """
+        chain = self._chain
+        digest = None if event.digest is None else bytes.fromhex(event.digest)
+        if event.kind is DeviceEventKind.REGISTERED:
+            if chain.get_device(event.device_id) is not None:
+                return "already-registered"
+            owner = device.owner if is_address(device.owner) else chain.address
+            return chain.register_device(
+                event.device_id, sae_id=device.sae_id, owner=owner, expected_firmware=digest
+            ).tx_hash
+        if event.kind in (DeviceEventKind.FIRST_DIGEST, DeviceEventKind.DIGEST_CHANGED):
+            assert digest is not None
+            on_chain = chain.get_device(event.device_id)
+            if on_chain is not None and not on_chain.active:
+                return "device-inactive"
+            return chain.attest_firmware(event.device_id, digest).tx.tx_hash
+        if event.kind is DeviceEventKind.APPROVED:
+            assert digest is not None
+            return chain.approve_firmware(event.device_id, digest).tx_hash
+        on_chain = chain.get_device(event.device_id)
+        if on_chain is None or not on_chain.active:
+            return "already-inactive"
+        return chain.deactivate_device(event.device_id).tx_hash
+
+    # -- batches ---------------------------------------------------------------------
+    async def _form_batch(self, *, force: bool) -> BatchRow | None:
+        records = await self._store.pending_records(self._batch_size)
+        if not records:
+            return None
+        oldest = records[0].accepted_at
+        due = self._clock() - oldest >= self._max_latency
+        if not (force or due or len(records) >= self._batch_size):
+            return None
+        root = None
+        if self._mode is AnchorMode.MERKLE:
+            root = "0x" + MerkleTree.of_records([record_input(r) for r in records]).root.hex()
+        return await self._store.create_batch(
+            self._mode, [r.record_id for r in records], root, now=self._clock()
+        )
+
+    async def _send(self, batch: BatchRow) -> None:
+        records = await self._store.batch_records(batch.batch_id)
+        inputs = [record_input(r, with_payload=self._publish) for r in records]
+        if batch.mode is AnchorMode.MERKLE:
+            tx = await asyncio.to_thread(self._anchor_root, batch, inputs)
+        else:
+            tx = await asyncio.to_thread(self._record_batch, inputs)
+        await self._store.mark_batch_anchored(
+            batch.batch_id,
+            tx_hash=tx.tx_hash,
+            block_number=tx.block_number,
+            block_hash=tx.block_hash,
+            block_timestamp=tx.block_timestamp,
+            now=self._clock(),
+        )
+        now = self._clock()
+        mode = batch.mode.value
+        self._metrics.batches.labels(mode).inc()
+        self._metrics.anchored.labels(mode).inc(len(records))
+        for record in records:
+            self._metrics.time_to_anchor.labels(mode).observe(max(0.0, now - record.accepted_at))
+        log_event(
+            log,
+            logging.INFO,
+            "batch anchored",
+            batch_id=batch.batch_id,
+            mode=mode,
+            records=len(records),
+            tx_hash=tx.tx_hash,
+            block_number=tx.block_number,
+        )
+
+    def _anchor_root(self, batch: BatchRow, inputs: list[RecordInput]) -> TxInfo:
+        assert batch.root is not None
+        root = bytes.fromhex(batch.root[2:])
+        if MerkleTree([record_leaf(i) for i in inputs]).root != root:
+            raise InvalidTransition(f"batch {batch.batch_id} no longer matches its root")
+        outcome = self._chain.anchor_root(
+            root,
+            count=len(inputs),
+            first_record_id=inputs[0].record_id,
+            last_record_id=inputs[-1].record_id,
+        )
+        if outcome.anchored:
+            return outcome.tx
+        # Anchored by a transaction sent before a crash: point receipts at that one.
+        earlier = self._chain.find_anchor_transaction(root)
+        if earlier is None:
+            raise ChainError(f"root of batch {batch.batch_id} reported anchored but not found")
+        return earlier
+
+    def _record_batch(self, inputs: list[RecordInput]) -> TxInfo:
+        outcome = self._chain.record_batch(inputs)
+        if len(outcome.recorded) == len(inputs):
+            return outcome.tx
+        if outcome.recorded:
+            # A batch's members are fixed before its first send and a transaction is
+            # atomic, so "some new, some old" means two batches shared records.
+            raise InvalidTransition("a batch was partly recorded by another transaction")
+        earlier = self._chain.find_record_transaction(inputs[0].record_id)
+        if earlier is None:
+            raise ChainError("batch reported as recorded but its transaction was not found")
+        return earlier
