@@ -131,13 +131,15 @@ def _exact_bounds(params: LinkParameters, observed: DecoyObservation) -> DecoyBo
     mu = params.intensities[SIGNAL]
     y0 = params.dark_count_probability
     eta = params.transmittance
-    live = 1.0 - params.dark_count_per_detector
+    p_d = params.dark_count_per_detector
     e_det = params.misalignment_error
     duty = observed.gains[VACUUM] / y0  # the dead-time factor, read off the vacuum class
-    p_right = 1.0 - live * (1.0 - eta * (1.0 - e_det))
-    p_wrong = 1.0 - live * (1.0 - eta * e_det)
-    y1 = 1.0 - (1.0 - p_right) * (1.0 - p_wrong)
-    e1 = (p_wrong * (1.0 - p_right) + 0.5 * p_wrong * p_right) / y1
+    # One photon reaches at most one detector: wrong (eta*e_det), right, or none (1 - eta);
+    # dark counts fire independently on each detector.
+    y1 = 1.0 - (1.0 - y0) * (1.0 - eta)
+    wrong_only = eta * e_det * (1.0 - p_d) + (1.0 - eta) * p_d * (1.0 - p_d)
+    both = eta * p_d + (1.0 - eta) * p_d * p_d
+    e1 = (wrong_only + 0.5 * both) / y1
     return DecoyBounds(
         y0=y0 * duty, y1_lower=y1 * duty, q1_lower=y1 * duty * mu * math.exp(-mu), e1_upper=e1
     )

@@ -159,7 +159,10 @@ def _detect(
     # detector fired: the click probability of a passive or active receiver does not
     # depend on the basis.
     basis = (rng.random(clicks.size) >= params.z_basis_probability).view(np.uint8)
-    fired = [np.isin(clicks, dark[0], assume_unique=True), np.isin(clicks, dark[1])]
+    fired = [
+        np.isin(clicks, dark[0], assume_unique=True),
+        np.isin(clicks, dark[1], assume_unique=True),
+    ]
 
     at = np.searchsorted(clicks, seen.indices)
     matched = basis[at] == seen.bases

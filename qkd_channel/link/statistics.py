@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from qkd_channel.link.parameters import LinkParameters
 from qkd_channel.link.records import LinkRun
@@ -79,7 +80,7 @@ def count_run(run: LinkRun) -> DecoyCounts:
     in_z = sifted & (run.bob.bases == 0)
     in_x = sifted & (run.bob.bases == 1)
 
-    def tally(mask: np.typing.NDArray[np.bool_]) -> Triple:
+    def tally(mask: npt.NDArray[np.bool_]) -> Triple:
         counts = np.bincount(click_classes[mask], minlength=3)
         return (float(counts[0]), float(counts[1]), float(counts[2]))
 
