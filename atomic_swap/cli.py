@@ -219,7 +219,7 @@ def initiate(
 
 
 @main.command()
-@click.argument("offer", type=click.File("r"))
+@click.argument("offer", type=click.File("r"), required=False)
 @algod_options
 @account_option
 @home_option
@@ -234,9 +234,9 @@ def initiate(
 @click.option(
     "--initiator-algod-token", envvar="INITIATOR_ALGOD_TOKEN", default="a" * 64, show_envvar=True
 )
-@click.option("--pay-amount", type=int, required=True, help="What we agreed to lock.")
+@click.option("--pay-amount", type=int, help="What we agreed to lock (base units).")
 @click.option("--pay-asset", type=int, default=0, show_default=True)
-@click.option("--receive-amount", type=int, required=True, help="What we agreed to receive.")
+@click.option("--receive-amount", type=int, help="What we agreed to receive.")
 @click.option("--receive-asset", type=int, default=0, show_default=True)
 @click.option(
     "--lock", callback=_duration_option, help="Our lock [default: half the initiator's remaining]."
@@ -249,21 +249,29 @@ def initiate(
     help="Our deadline must be at least this long before the initiator's.",
 )
 @click.option("--min-lock", callback=_duration_option, default="1h", show_default=True)
+@click.option("--resume", "resume_id", help="Fund our unfunded HTLC of this swap ID and reseal.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
 @_fail_cleanly
 def participate(
     offer: Any, algod_url: str, algod_token: str, account_file: Path, home: Path,
-    initiator_algod_url: str, initiator_algod_token: str, pay_amount: int, pay_asset: int,
-    receive_amount: int, receive_asset: int, lock: int | None, min_margin: int, min_lock: int,
-    out: Path | None, **kwargs: Any,
+    initiator_algod_url: str, initiator_algod_token: str, pay_amount: int | None,
+    pay_asset: int, receive_amount: int | None, receive_asset: int, lock: int | None,
+    min_margin: int, min_lock: int, resume_id: str | None, out: Path | None, **kwargs: Any,
 ) -> None:  # fmt: skip
-    """Open and audit an offer, then lock our side with the same hashlock."""
+    """Open and audit an OFFER, then lock our side with the same hashlock."""
     from atomic_swap import swap
 
     party = _party(account_file, algod_url, algod_token, home)
     channel = _channel(home, _kme(kwargs))
+    initiator = _client(initiator_algod_url, initiator_algod_token)
+    if resume_id:
+        record, envelope = swap.resume_participate(party, initiator, channel, resume_id)
+        _emit(envelope, out, "acceptance")
+        return
+    if offer is None or pay_amount is None or receive_amount is None:
+        raise click.UsageError("give the sealed OFFER, --pay-amount and --receive-amount")
     record, envelope = swap.participate(
-        party, _client(initiator_algod_url, initiator_algod_token), channel, offer.read(),
+        party, initiator, channel, offer.read(),
         pay_amount=pay_amount, pay_asset_id=pay_asset, receive_amount=receive_amount,
         receive_asset_id=receive_asset, lock_seconds=lock,
         policy=swap.SafetyPolicy(min_margin=min_margin, min_lock=min_lock),

@@ -12,6 +12,7 @@ what the committed source compiles to.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -107,9 +108,14 @@ def hashlock_of(secret: bytes) -> bytes:
 
 
 def send_group(
-    client: AlgodClient, txns: list[transaction.Transaction], key: str, *, wait_rounds: int = 10
+    client: AlgodClient,
+    group: Sequence[transaction.Transaction],
+    key: str,
+    *,
+    wait_rounds: int = 10,
 ) -> Submitted:
     """Group (if several), sign with ``key``, submit and wait for confirmation."""
+    txns = list(group)
     if len(txns) > 1:
         transaction.assign_group_id(txns)
     signed = AccountTransactionSigner(key).sign_transactions(txns, list(range(len(txns))))

@@ -51,6 +51,7 @@ __all__ = [
     "redeem_acceptance",
     "refund",
     "resume_initiate",
+    "resume_participate",
 ]
 
 
@@ -314,37 +315,66 @@ def participate(
         party, "create HTLC", lambda: htlc.create(party.client, me.private_key, me.address, terms)
     )
     assert created.app_id is not None
-    app_id = created.app_id
-    record = SwapRecord(
-        swap_id=offer.swap_id,
-        role="participant",
-        state=SwapState.CREATED,
-        hashlock=offer.hashlock,
-        own_app_id=app_id,
-        offer=offer.model_dump(),
-        counter_app_id=offer.app_id,
-        events=[{"state": "created", "txids": list(created.txids)}],
-    )
-    party.store.save(record)
-    funded = _step(
-        party,
-        "fund HTLC",
-        lambda: htlc.fund(party.client, me.private_key, me.address, app_id, terms),
-    )
-    record.advance(SwapState.PARTICIPATED, {"txids": list(funded.txids)})
     acceptance = Acceptance(
         swap_id=offer.swap_id,
         hashlock=offer.hashlock,
         network=network_of(party.client),
-        app_id=app_id,
+        app_id=created.app_id,
         asset_id=pay_asset_id,
         amount=pay_amount,
         deadline=deadline,
         participant=me.address,
         receive_address=offer.receive_address,
     )
-    record.acceptance = acceptance.model_dump()
+    record = SwapRecord(
+        swap_id=offer.swap_id,
+        role="participant",
+        state=SwapState.CREATED,
+        hashlock=offer.hashlock,
+        own_app_id=created.app_id,
+        offer=offer.model_dump(),
+        acceptance=acceptance.model_dump(),
+        counter_app_id=offer.app_id,
+        events=[{"state": "created", "txids": list(created.txids)}],
+    )
     party.store.save(record)
+    return resume_participate(party, initiator_client, channel, offer.swap_id)
+
+
+def resume_participate(
+    party: Party, initiator_client: AlgodClient, channel: TermsChannel, swap_id: str
+) -> tuple[SwapRecord, str]:
+    """Fund a created HTLC_B (after re-auditing HTLC_A) if needed; (re)seal the acceptance."""
+    record = party.store.load(swap_id)
+    if record.role != "participant" or record.offer is None or record.acceptance is None:
+        raise SwapStateError(f"swap {swap_id} was not accepted here")
+    offer = Offer.model_validate(record.offer)
+    acceptance = Acceptance.model_validate(record.acceptance)
+    if record.state is SwapState.CREATED:
+        # The initiator's contract could have been refunded since we last looked.
+        onchain = read_htlc(initiator_client, offer.app_id)
+        try:
+            verify_htlc(onchain, _offer_terms(offer), creator=offer.initiator)
+        except AuditFailed as exc:
+            raise UnsafeTerms(f"not funding: initiator's contract fails the audit: {exc}") from exc
+        terms = htlc.HTLCTerms(
+            hashlock=bytes.fromhex(acceptance.hashlock),
+            receiver=acceptance.receive_address,
+            refund_to=acceptance.participant,
+            deadline=acceptance.deadline,
+            asset_id=acceptance.asset_id,
+            amount=acceptance.amount,
+        )
+        me = party.account
+        funded = _step(
+            party,
+            "fund HTLC",
+            lambda: htlc.fund(party.client, me.private_key, me.address, acceptance.app_id, terms),
+        )
+        record.advance(SwapState.PARTICIPATED, {"txids": list(funded.txids)})
+        party.store.save(record)
+    elif record.state is not SwapState.PARTICIPATED:
+        raise SwapStateError(f"swap {swap_id} is already {record.state}")
     return record, channel.seal(acceptance)
 
 

@@ -217,7 +217,7 @@ def start_kme_link(root: Path) -> KMELink:
     return link
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def kme_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KMELink]:
     link = start_kme_link(tmp_path_factory.mktemp("kme"))
     try:
@@ -225,3 +225,62 @@ def kme_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KMELink]:
         yield link
     finally:
         link.stop()
+
+
+# -- the two networks of a swap ------------------------------------------------------------
+
+ALGO = 1_000_000
+
+
+@dataclass
+class Node:
+    url: str
+    token: str
+    funder: Path
+
+    @property
+    def client(self) -> AlgodClient:
+        return AlgodClient(self.token, self.url)
+
+    def advance_clock(self, seconds: int, party: dict[str, str]) -> None:
+        """Move the dev-mode clock forward (sandbox API) and make a block carrying it."""
+        url = f"{self.url}/v2/devmode/blocks/offset"
+        headers = {"X-Algo-API-Token": self.token}
+        offset = httpx.get(url, headers=headers).json()["offset"]
+        httpx.post(f"{url}/{offset + seconds}", headers=headers).raise_for_status()
+        qswap(
+            "account", "fund", party["QSWAP_ACCOUNT"], "--algos", "0.001",
+            "--from", party["QSWAP_ACCOUNT"], "--algod-url", self.url, "--algod-token",
+            self.token, env={},
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def networks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]]:
+    if os.environ.get("ALGOD_URL_A") and os.environ.get("ALGOD_URL_B"):
+        yield tuple(  # type: ignore[misc]
+            Node(os.environ[f"ALGOD_URL_{x}"], os.environ.get(f"ALGOD_TOKEN_{x}", "a" * 64),
+                 Path(os.environ[f"QSWAP_FUNDER_{x}"]))
+            for x in "AB"
+        )  # fmt: skip
+        return
+    nets = [start_devnet(tmp_path_factory.mktemp(n), n) for n in ("alpha", "beta")]
+    try:
+        yield tuple(  # type: ignore[misc]
+            Node(n.url, n.token, n.data_dir / "dispenser.mnemonic") for n in nets
+        )
+    finally:
+        for n in nets:
+            n.stop()
+
+
+def qswap(
+    *args: str, env: dict[str, str], check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*QSWAP, *args], env={**os.environ, **env}, capture_output=True, text=True,
+        input=stdin, timeout=120,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"qswap {args[0]} exited {proc.returncode}: {proc.stderr}")
+    return proc
