@@ -36,6 +36,7 @@ from qkd_channel.link.statistics import (
     count_run,
     expected_counts,
     expected_observation,
+    observation_from_arrivals,
 )
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "finite_key_length",
     "finite_key_rate",
     "key_rate_from_observation",
+    "observation_from_arrivals",
     "secret_key_rate",
     "simulate",
 ]

@@ -25,9 +25,15 @@ import numpy.typing as npt
 from qkd_channel.errors import LinkParameterError
 from qkd_channel.link.channel import Photons, fibre, thin
 from qkd_channel.link.parameters import SIGNAL, LinkParameters
-from qkd_channel.link.statistics import DecoyObservation, expected_observation
+from qkd_channel.link.statistics import (
+    DecoyObservation,
+    expected_observation,
+    observation_from_arrivals,
+)
 
 __all__ = ["BeamSplitting", "InterceptResend", "PhotonNumberSplitting"]
+
+_MAX_PHOTONS = 40  # Poisson terms beyond this are below double precision for mu <= 5
 
 
 class InterceptResend:
@@ -97,6 +103,21 @@ class PhotonNumberSplitting:
         passes = rng.random(sent.indices.size) < np.where(single, single_pass, multi_pass)
         forwarded = np.where(single, 1, sent.counts - 1)
         return sent.with_counts(np.where(passes, forwarded, 0))
+
+    def expected_observation(self, params: LinkParameters) -> DecoyObservation:
+        """Gains and QBERs the attack produces on average (the analytic twin of ``attack``)."""
+        single_pass, multi_pass = self.forwarding(params)
+        arrivals: list[dict[int, float]] = []
+        for mu in params.intensities:
+            arrived: dict[int, float] = {}
+            if mu > 0.0:
+                poisson = math.exp(-mu)
+                for n in range(1, _MAX_PHOTONS):
+                    poisson *= mu / n
+                    forwarded, share = (1, single_pass) if n == 1 else (n - 1, multi_pass)
+                    arrived[forwarded] = arrived.get(forwarded, 0.0) + poisson * share
+            arrivals.append(arrived)
+        return observation_from_arrivals(params, arrivals)
 
     @staticmethod
     def forwarding(params: LinkParameters) -> tuple[float, float]:

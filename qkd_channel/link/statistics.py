@@ -22,6 +22,7 @@ __all__ = [
     "count_run",
     "expected_counts",
     "expected_observation",
+    "observation_from_arrivals",
 ]
 
 Triple = tuple[float, float, float]
@@ -118,6 +119,43 @@ def expected_observation(params: LinkParameters) -> DecoyObservation:
         error = p_wrong * (1.0 - p_right) + 0.5 * p_wrong * p_right
         gains.append(gain)
         errors.append(error / gain)
+    mean_gain = sum(p * q for p, q in zip(params.intensity_probabilities, gains, strict=True))
+    duty = 1.0 / (1.0 + params.dead_time_pulses * mean_gain)
+    qber = (errors[0], errors[1], errors[2])
+    return DecoyObservation(
+        gains=(gains[0] * duty, gains[1] * duty, gains[2] * duty), qber_z=qber, qber_x=qber
+    )
+
+
+def observation_from_arrivals(
+    params: LinkParameters, arrivals: list[dict[int, float]]
+) -> DecoyObservation:
+    """Gains and QBERs when the photon numbers reaching Bob's receiver are known per class.
+
+    ``arrivals[k]`` maps a photon number ``m`` to its probability for class ``k`` (missing
+    mass means no photon arrives). The photons carry Alice's state; an attack that changes
+    only *how many* photons arrive (photon-number splitting, any lossy channel) is described
+    exactly this way. For ``m`` photons each is registered with probability ``eta_det`` and
+    lands on the wrong detector with probability ``e_det``; dark counts are independent.
+    """
+    eta_det = params.detector_efficiency
+    e_det = params.misalignment_error
+    live = 1.0 - params.dark_count_per_detector
+    gains: list[float] = []
+    errors: list[float] = []
+    for distribution in arrivals:
+        empty = 1.0 - sum(distribution.values())
+        gain = error = 0.0
+        for m, probability in [(0, empty), *distribution.items()]:
+            silent = live * live * (1.0 - eta_det) ** m
+            right_silent = live * (1.0 - eta_det * (1.0 - e_det)) ** m
+            wrong_silent = live * (1.0 - eta_det * e_det) ** m
+            wrong_only = right_silent - silent
+            both = 1.0 - right_silent - wrong_silent + silent
+            gain += probability * (1.0 - silent)
+            error += probability * (wrong_only + 0.5 * both)
+        gains.append(gain)
+        errors.append(error / gain if gain > 0 else 0.0)
     mean_gain = sum(p * q for p, q in zip(params.intensity_probabilities, gains, strict=True))
     duty = 1.0 / (1.0 + params.dead_time_pulses * mean_gain)
     qber = (errors[0], errors[1], errors[2])

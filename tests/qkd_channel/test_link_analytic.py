@@ -19,6 +19,7 @@ from qkd_channel.link import (
     decoy_bounds,
     expected_observation,
     finite_key_rate,
+    observation_from_arrivals,
     secret_key_rate,
 )
 
@@ -148,3 +149,18 @@ def test_finite_key_rejects_bad_arguments() -> None:
         finite_key_rate(GYS_2005, 0)
     with pytest.raises(LinkParameterError):
         finite_key_rate(GYS_2005, 1e9, epsilon_sec=0.0)
+
+
+def test_photon_number_resolved_model_reproduces_the_closed_form() -> None:
+    # Poisson arrivals with the channel's transmittance are the honest link.
+    link = bristol_clavis2(4.0)
+    t = link.channel_transmittance
+    arrivals: list[dict[int, float]] = []
+    for mu in link.intensities:
+        pmf = {m: math.exp(-mu * t) * (mu * t) ** m / math.factorial(m) for m in range(1, 30)}
+        arrivals.append(pmf if mu > 0 else {})
+    resolved = observation_from_arrivals(link, arrivals)
+    closed = expected_observation(link)
+    for k in range(3):
+        assert resolved.gains[k] == pytest.approx(closed.gains[k], rel=1e-9)
+        assert resolved.qber_z[k] == pytest.approx(closed.qber_z[k], rel=1e-9)

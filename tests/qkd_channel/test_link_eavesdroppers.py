@@ -12,6 +12,7 @@ from qkd_channel.link import (
     count_run,
     estimate_key_rate,
     expected_observation,
+    key_rate_from_observation,
     simulate,
 )
 from qkd_channel.link.eavesdroppers import BeamSplitting, InterceptResend, PhotonNumberSplitting
@@ -73,10 +74,23 @@ def test_pns_is_invisible_in_signal_statistics_but_exposed_by_decoys() -> None:
     assert abs(binomial_z(counts.errors_z[0], counts.sifted_z[0], honest.qber_z[0])) < SIGMAS
     # ... but the weak decoy loses far more than an honest channel could explain,
     assert binomial_z(counts.clicks[1], counts.pulses[1], honest.gains[1]) < -20
+    # exactly as the attack's analytic signature predicts,
+    predicted = PhotonNumberSplitting().expected_observation(LINK)
+    for k in (0, 1):
+        assert abs(binomial_z(counts.clicks[k], counts.pulses[k], predicted.gains[k])) < SIGMAS
     # so the certified single-photon yield collapses and no key is produced.
     estimate = estimate_key_rate(run, LINK)
     assert estimate.bounds.y1_lower == 0.0
     assert estimate.per_pulse == 0.0
+
+
+def test_pns_prediction_preserves_signal_gain_and_starves_the_decoy() -> None:
+    predicted = PhotonNumberSplitting().expected_observation(LINK)
+    honest = expected_observation(LINK)
+    assert predicted.gains[0] == pytest.approx(honest.gains[0], rel=1e-9)
+    assert predicted.qber_z[0] == pytest.approx(honest.qber_z[0], abs=1e-3)
+    assert predicted.gains[1] < honest.gains[1] / 3
+    assert key_rate_from_observation(predicted, LINK).per_pulse == 0.0
 
 
 def test_pns_forwarding_blocks_all_single_photons_at_high_loss() -> None:

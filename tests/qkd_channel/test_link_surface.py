@@ -34,6 +34,7 @@ EXPECTED = {
     "finite_key_length",
     "finite_key_rate",
     "key_rate_from_observation",
+    "observation_from_arrivals",
     "secret_key_rate",
     "simulate",
 }
