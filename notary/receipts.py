@@ -6,26 +6,60 @@ node of the chain, it proves that the record was anchored, without trusting the 
 Chainpoint receipts and TrustOS trust points are the models: the receipt states the
 claim, and the chain is the only authority consulted when checking it.
 
-Building receipts lives here; checking them lives in :mod:`notary.verify`.
+:func:`verify_receipt` is the auditor's side. It needs only the receipt, a ``Web3``
+connected to any node of the chain and, optionally, the plaintext; it uses nothing the
+notary stores. Checks, each failure a :class:`~notary.errors.ReceiptInvalid` with a
+``reason``:
+
+1. the record ID is recomputed from device ID, sequence and key IDs (``record-id``);
+2. the plaintext, when given, hashes with the salt to ``payload_hash`` (``payload-hash``);
+3. the Merkle leaf is recomputed from the record fields (``leaf``), and in Merkle mode the
+   proof leads from it to ``batch_root`` (``proof``);
+4. the node's chain ID is the receipt's (``chain-id``); the contract address runs the
+   genuine ``TelemetryNotary`` runtime code (``contract-code``) and, if the caller pins it,
+   is the expected address (``contract``);
+5. the transaction succeeded, targets that contract, sits in the stated block, whose hash
+   and timestamp match, with enough confirmations (``transaction``, ``block``,
+   ``confirmations``);
+6. the transaction emitted ``RootAnchored(root)`` or ``RecordStored(record)``, and the
+   contract's state agrees now: ``getAnchor(root)`` / ``getRecord(id)`` at that block
+   with the same fields (``event``, ``state``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from eth_hash.auto import keccak
+from eth_utils.address import to_checksum_address
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from web3 import Web3
+from web3.exceptions import BlockNotFound, TransactionNotFound, Web3Exception
 
+from notary.chain.artifacts import load_artifact
+from notary.chain.merkle import process_proof, record_leaf
+from notary.chain.models import RecordInput, SecurityMode, encode_device_id
 from notary.config import AnchorMode
+from notary.errors import ChainUnavailable, InvalidChainInput, ReceiptInvalid
 from notary.storage.base import RecordRow, RecordStatus
+from notary.telemetry import payload_hash, record_id
 
 __all__ = [
     "RECEIPT_VERSION",
     "AnchorProof",
     "Receipt",
+    "Verification",
     "build_receipt",
     "security_label",
+    "verify_receipt",
 ]
+
+_RECORD_STORED = keccak(b"RecordStored(bytes32,bytes32,uint64,bytes32,uint8)")
+_ROOT_ANCHORED = keccak(b"RootAnchored(bytes32,uint64,bytes32,bytes32)")
+
 
 RECEIPT_VERSION: Literal["qkd-notary-receipt/1"] = "qkd-notary-receipt/1"
 
@@ -95,3 +129,187 @@ def build_receipt(record: RecordRow, anchor: AnchorProof | None) -> Receipt:
         accepted_at=dt.datetime.fromtimestamp(record.accepted_at, dt.UTC).isoformat(),
         anchor=anchor,
     )
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What an auditor established about a receipt."""
+
+    record_id: str
+    method: AnchorMode
+    chain_id: int
+    contract: str
+    block_number: int
+    block_timestamp: int
+    confirmations: int
+    payload_checked: bool
+
+
+def verify_receipt(
+    receipt: Receipt | Mapping[str, Any] | str | bytes,
+    w3: Web3,
+    *,
+    payload: bytes | None = None,
+    expected_contract: str | None = None,
+    min_confirmations: int = 1,
+) -> Verification:
+    """Check ``receipt`` against the chain ``w3`` is connected to (see the module doc).
+
+    Raises ``ReceiptInvalid`` (``reason`` says which check failed) or ``ChainUnavailable``.
+    """
+    parsed = _parse_receipt(receipt)
+    anchor = parsed.anchor
+    if parsed.status is not RecordStatus.ANCHORED or anchor is None:
+        raise ReceiptInvalid("the receipt is not anchored yet", reason="not-anchored")
+    _check_offline(parsed, anchor, payload)
+    try:
+        return _check_chain(parsed, anchor, w3, expected_contract, min_confirmations, payload)
+    except Web3Exception as exc:
+        raise ChainUnavailable(f"chain query failed: {type(exc).__name__}") from exc
+    except (OSError, ValueError) as exc:
+        raise ChainUnavailable(f"chain node unreachable: {type(exc).__name__}") from exc
+
+
+def _parse_receipt(receipt: Receipt | Mapping[str, Any] | str | bytes) -> Receipt:
+    if isinstance(receipt, Receipt):
+        return receipt
+    try:
+        if isinstance(receipt, str | bytes):
+            return Receipt.model_validate_json(receipt)
+        return Receipt.model_validate(receipt)
+    except ValidationError:
+        raise ReceiptInvalid("not a qkd-notary-receipt/1 document", reason="format") from None
+
+
+def _unhex(value: str, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise ReceiptInvalid(f"{what} is not hex", reason="format") from None
+    return raw
+
+
+def _chain_record(receipt: Receipt) -> RecordInput:
+    try:
+        return RecordInput(
+            record_id=_unhex(receipt.record_id, "record_id"),
+            device_id=receipt.device_id,
+            sequence=receipt.sequence,
+            payload_hash=_unhex(receipt.payload_hash, "payload_hash"),
+            mode=SecurityMode.from_label(receipt.mode),
+        )
+    except InvalidChainInput as exc:
+        raise ReceiptInvalid(str(exc), reason="format") from None
+
+
+def _check_offline(receipt: Receipt, anchor: AnchorProof, payload: bytes | None) -> None:
+    expected_id = record_id(receipt.device_id, receipt.sequence, receipt.key_ids)
+    if expected_id != receipt.record_id.lower():
+        raise ReceiptInvalid("record ID does not match its fields", reason="record-id")
+    if payload is not None:
+        if payload_hash(_unhex(receipt.salt, "salt"), payload) != receipt.payload_hash.lower():
+            raise ReceiptInvalid("payload does not match the hash", reason="payload-hash")
+    leaf = record_leaf(_chain_record(receipt))
+    if "0x" + leaf.hex() != anchor.leaf.lower():
+        raise ReceiptInvalid("leaf does not match the record fields", reason="leaf")
+    if anchor.method is AnchorMode.MERKLE:
+        if anchor.batch_root is None:
+            raise ReceiptInvalid("Merkle receipt without a root", reason="proof")
+        proof = [_unhex(p, "proof element") for p in anchor.proof]
+        if any(len(p) != 32 for p in proof) or process_proof(leaf, proof) != _unhex(
+            anchor.batch_root, "batch_root"
+        ):
+            raise ReceiptInvalid("the proof does not lead to the root", reason="proof")
+
+
+def _check_chain(
+    receipt: Receipt,
+    anchor: AnchorProof,
+    w3: Web3,
+    expected_contract: str | None,
+    min_confirmations: int,
+    payload: bytes | None,
+) -> Verification:
+    if w3.eth.chain_id != anchor.chain_id:
+        raise ReceiptInvalid("the node serves another chain", reason="chain-id")
+    contract_address = to_checksum_address(anchor.contract)
+    if expected_contract is not None and to_checksum_address(expected_contract) != (
+        contract_address
+    ):
+        raise ReceiptInvalid("anchored in another contract than expected", reason="contract")
+    artifact = load_artifact("TelemetryNotary")
+    if not artifact.matches_runtime_code(bytes(w3.eth.get_code(contract_address))):
+        raise ReceiptInvalid("the contract is not TelemetryNotary", reason="contract-code")
+    try:
+        tx = w3.eth.get_transaction_receipt(anchor.tx_hash)  # type: ignore[arg-type]
+    except TransactionNotFound:
+        raise ReceiptInvalid("no such transaction on this chain", reason="transaction") from None
+    if (
+        tx["status"] != 1
+        or tx["to"] is None
+        or to_checksum_address(tx["to"]) != contract_address
+        or tx["blockNumber"] != anchor.block_number
+        or "0x" + bytes(tx["blockHash"]).hex() != anchor.block_hash.lower()
+    ):
+        raise ReceiptInvalid("the transaction does not match the receipt", reason="transaction")
+    try:
+        block = w3.eth.get_block(anchor.block_number)
+    except BlockNotFound:
+        raise ReceiptInvalid("no such block on this chain", reason="block") from None
+    if (
+        "0x" + bytes(block["hash"]).hex() != anchor.block_hash.lower()
+        or block["timestamp"] != anchor.block_timestamp
+    ):
+        raise ReceiptInvalid("the block does not match the receipt", reason="block")
+    confirmations = w3.eth.block_number - anchor.block_number + 1
+    if confirmations < min_confirmations:
+        raise ReceiptInvalid(f"only {confirmations} confirmation(s)", reason="confirmations")
+    contract = w3.eth.contract(address=contract_address, abi=artifact.abi)
+    # Views need no sender, but some backends (eth-tester) want a funded one: the account
+    # that paid for the anchoring transaction is one.
+    call_from: Any = {"from": tx["from"]}
+    rid = _unhex(receipt.record_id, "record_id")
+    if anchor.method is AnchorMode.MERKLE:
+        assert anchor.batch_root is not None
+        root = _unhex(anchor.batch_root, "batch_root")
+        _require_event(tx, contract_address, _ROOT_ANCHORED, 1, root)
+        state = contract.functions.getAnchor(root).call(call_from)
+        if int(state[3]) == 0 or int(state[4]) != anchor.block_number:
+            raise ReceiptInvalid("the root is not anchored in that block", reason="state")
+    else:
+        _require_event(tx, contract_address, _RECORD_STORED, 2, rid)
+        device, stored_hash, sequence, recorded_at, block_number, mode, _ = (
+            contract.functions.getRecord(rid).call(call_from)
+        )
+        if (
+            int(recorded_at) == 0
+            or bytes(device) != encode_device_id(receipt.device_id)
+            or "0x" + bytes(stored_hash).hex() != receipt.payload_hash.lower()
+            or int(sequence) != receipt.sequence
+            or int(mode) != int(SecurityMode.from_label(receipt.mode))
+            or int(block_number) != anchor.block_number
+        ):
+            raise ReceiptInvalid("the stored record differs from the receipt", reason="state")
+    return Verification(
+        record_id=receipt.record_id,
+        method=anchor.method,
+        chain_id=anchor.chain_id,
+        contract=contract_address,
+        block_number=anchor.block_number,
+        block_timestamp=anchor.block_timestamp,
+        confirmations=confirmations,
+        payload_checked=payload is not None,
+    )
+
+
+def _require_event(tx: Any, address: str, topic: bytes, position: int, value: bytes) -> None:
+    for entry in tx["logs"]:
+        topics = [bytes(t) for t in entry["topics"]]
+        if (
+            to_checksum_address(entry["address"]) == address
+            and len(topics) > position
+            and topics[0] == topic
+            and topics[position] == value
+        ):
+            return
+    raise ReceiptInvalid("the transaction did not emit the anchoring event", reason="event")
