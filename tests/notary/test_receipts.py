@@ -35,7 +35,7 @@ async def make_receipts(
     service: NotaryService, keys: InMemoryKeySource, chain: ChainClient, mode: AnchorMode
 ) -> list[tuple[Receipt, bytes]]:
     devices = await fleet(service, keys, 2)
-    sent = []
+    sent: list[tuple[str, bytes]] = []
     for dev in devices * 2:
         plaintext = dev.plaintext({"kwh": 3.25, "n": len(sent)})
         accepted = await service.pipeline.submit(dev.seal(plaintext).to_json().encode())
