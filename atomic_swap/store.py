@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,11 @@ class SwapStore:
             self._write(self.home / "swaps" / f"{record.swap_id}.json", asdict(record))
 
     def load(self, swap_id: str) -> SwapRecord:
-        path = self.home / "swaps" / f"{swap_id}.json"
-        if not path.name.removesuffix(".json") == swap_id or "/" in swap_id:
-            raise SwapStateError("malformed swap ID")
+        try:
+            canonical = str(uuid.UUID(swap_id))
+        except ValueError:
+            raise SwapStateError(f"malformed swap ID {swap_id!r}") from None
+        path = self.home / "swaps" / f"{canonical}.json"
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:

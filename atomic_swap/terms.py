@@ -1,3 +1,5 @@
+# py-algorand-sdk leaves many public functions unannotated.
+# mypy: disable-error-code="no-untyped-call"
 """The two messages of a swap, as they travel inside QKD-sealed envelopes.
 
 ``Offer`` (initiator → participant) names the hashlock, the initiator's HTLC and what the
@@ -11,14 +13,37 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from algosdk.encoding import is_valid_address
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from atomic_swap.errors import EnvelopeRefused
 
 __all__ = ["Acceptance", "Network", "Offer", "parse_message"]
 
+SwapID = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+]
+"""A lowercase UUID: it names a file in the local swap store, so nothing else is accepted."""
 Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Address = Annotated[str, StringConstraints(pattern=r"^[A-Z2-7]{58}$")]
+
+
+def _checked_address(value: str) -> str:
+    if not is_valid_address(value):
+        raise ValueError("not an Algorand address (bad length, alphabet or checksum)")
+    return value
+
+
+Address = Annotated[
+    str, StringConstraints(pattern=r"^[A-Z2-7]{58}$"), AfterValidator(_checked_address)
+]
 Amount = Annotated[int, Field(gt=0, lt=2**64)]
 AssetID = Annotated[int, Field(ge=0, lt=2**64)]
 
@@ -39,7 +64,7 @@ class Offer(_Strict):
 
     type: Literal["qswap.offer"] = "qswap.offer"
     version: Literal[1] = 1
-    swap_id: str
+    swap_id: SwapID
     hashlock: Hex32
     network: Network
     app_id: Annotated[int, Field(gt=0)]
@@ -58,7 +83,7 @@ class Acceptance(_Strict):
 
     type: Literal["qswap.acceptance"] = "qswap.acceptance"
     version: Literal[1] = 1
-    swap_id: str
+    swap_id: SwapID
     hashlock: Hex32
     network: Network
     app_id: Annotated[int, Field(gt=0)]

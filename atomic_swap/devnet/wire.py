@@ -22,7 +22,12 @@ _ADDRESS_FIELDS = {
 }  # fmt: skip
 
 
+_STRING_FIELDS = {"type", "gen", "un", "an", "au"}
+
+
 def _value(key: str, value: Any) -> Any:
+    if isinstance(value, bytes) and key in _STRING_FIELDS:
+        return value.decode(errors="replace")
     if isinstance(value, bytes):
         if key in _ADDRESS_FIELDS and len(value) == 32:
             return encode_address(value)

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +28,12 @@ from qkd_channel.kme.store import KeyStore
 
 QSWAP = [sys.executable, "-m", "atomic_swap"]
 QKD_KME = [sys.executable, "-c", "from qkd_channel.cli import main; main()"]
+
+
+def as_json(response: object) -> dict[str, Any]:
+    """An AlgodClient JSON answer (typed ``dict | bytes`` by the SDK)."""
+    assert isinstance(response, dict)
+    return response
 
 
 def free_port() -> int:

@@ -1,0 +1,151 @@
+"""Account files and sealed swap terms, without any node or KME process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from atomic_swap.accounts import create_account_file, load_account
+from atomic_swap.errors import AccountFileError, EnvelopeRefused
+from atomic_swap.sealing import TermsChannel
+from atomic_swap.store import SwapRecord, SwapState, SwapStore
+from atomic_swap.terms import Network, Offer, parse_message
+from qkd_channel.keys import QKDKey
+from tests.atomic_swap.conftest import QSWAP
+
+ADDRESS = "A" * 52 + "Y5HFKQ"  # the zero address, a valid checksum
+
+
+class SharedKeyBuffer:
+    """Both SAEs' view of one key buffer; keys stay available so replays reach our checks."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, QKDKey] = {}
+
+    def enc_keys(self, slave_sae_id: str, *, number: int = 1, size: int = 256) -> list[QKDKey]:
+        fresh = [QKDKey(str(uuid.uuid4()), os.urandom(size // 8)) for _ in range(number)]
+        self.keys.update({k.key_id: k for k in fresh})
+        return fresh
+
+    def dec_keys(self, master_sae_id: str, key_ids: Iterable[str]) -> list[QKDKey]:
+        return [self.keys[k] for k in key_ids]
+
+
+def _offer() -> Offer:
+    return Offer(
+        swap_id=str(uuid.uuid4()), hashlock="ab" * 32,
+        network=Network(genesis_id="net", genesis_hash="aGFzaA=="), app_id=1001, asset_id=0,
+        amount=5, deadline=2_000_000_000, initiator=ADDRESS, participant=ADDRESS,
+        want_asset_id=0, want_amount=7, receive_address=ADDRESS,
+    )  # fmt: skip
+
+
+def _pair(tmp_path: Path) -> tuple[TermsChannel, TermsChannel]:
+    buffer = SharedKeyBuffer()
+    alice = TermsChannel(buffer, SwapStore(tmp_path / "a"), sae_id="alice", peer_sae_id="bob")
+    bob = TermsChannel(buffer, SwapStore(tmp_path / "b"), sae_id="bob", peer_sae_id="alice")
+    return alice, bob
+
+
+def test_sealed_terms_round_trip_and_hide_the_terms(tmp_path: Path) -> None:
+    alice, bob = _pair(tmp_path)
+    offer = _offer()
+    envelope = alice.seal(offer)
+    assert offer.swap_id not in envelope and json.loads(envelope)["mode"] == "otp"
+    assert bob.open(envelope) == offer
+
+
+def test_replayed_envelope_is_refused_even_if_keys_are_still_available(tmp_path: Path) -> None:
+    alice, bob = _pair(tmp_path)
+    first, second = alice.seal(_offer()), alice.seal(_offer())
+    bob.open(first)
+    bob.open(second)
+    with pytest.raises(EnvelopeRefused, match="replayed"):
+        bob.open(first)
+
+
+def test_our_own_envelope_reflected_back_is_refused(tmp_path: Path) -> None:
+    alice, _ = _pair(tmp_path)
+    with pytest.raises(EnvelopeRefused, match="not for"):
+        alice.open(alice.seal(_offer()))
+
+
+@given(st.binary(max_size=300))
+def test_parse_message_refuses_arbitrary_plaintext_cleanly(data: bytes) -> None:
+    with pytest.raises(EnvelopeRefused):
+        parse_message(data)
+
+
+@given(st.sampled_from(sorted(Offer.model_fields)), st.one_of(st.none(), st.integers(), st.text()))
+def test_parse_message_refuses_a_field_of_the_wrong_type(field: str, value: object) -> None:
+    doc = json.loads(_offer().model_dump_json())
+    if type(doc[field]) is type(value):
+        return  # same JSON type: may be a legitimate value
+    doc[field] = value
+    with pytest.raises(EnvelopeRefused):
+        parse_message(json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("amount", 0, id="zero-amount"),
+        pytest.param("want_amount", -1, id="negative"),
+        pytest.param("amount", 2**64, id="over-uint64"),
+        pytest.param("swap_id", "../../etc/passwd", id="path-swap-id"),
+        pytest.param("hashlock", "ab" * 31, id="short-hashlock"),
+        pytest.param("participant", "B" * 58, id="bad-address-checksum"),
+        pytest.param("extra", 1, id="unknown-field"),
+    ],
+)
+def test_parse_message_refuses_out_of_range_values(field: str, value: object) -> None:
+    doc = json.loads(_offer().model_dump_json())
+    doc[field] = value
+    with pytest.raises(EnvelopeRefused):
+        parse_message(json.dumps(doc).encode())
+
+
+def test_swap_lifecycle_refuses_illegal_transitions() -> None:
+    record = SwapRecord("s", "initiator", SwapState.INITIATED, "00", 1001)
+    record.advance(SwapState.REDEEMED, {})
+    with pytest.raises(Exception, match="cannot become"):
+        record.advance(SwapState.REFUNDED, {})
+
+
+def test_account_file_is_private_and_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "acct"
+    created = create_account_file(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_account(path) == created
+    with pytest.raises(AccountFileError, match="already exists"):
+        create_account_file(path)
+    assert "private_key" not in repr(created) or created.private_key not in repr(created)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_account_file_readable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "acct"
+    create_account_file(path)
+    path.chmod(mode)
+    with pytest.raises(AccountFileError, match="chmod 600"):
+        load_account(path)
+    out = subprocess.run(
+        [*QSWAP, "account", "show", str(path)], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 6 and "other users" in out.stderr
+
+
+def test_garbage_account_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "acct"
+    path.write_text("not a mnemonic\n")
+    path.chmod(0o600)
+    with pytest.raises(AccountFileError, match="valid mnemonic"):
+        load_account(path)
