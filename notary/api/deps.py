@@ -15,7 +15,8 @@ __all__ = ["AdminDep", "ServiceDep", "get_service", "require_admin"]
 _bearer = HTTPBearer(auto_error=False, description="Token from <data_dir>/admin.token")
 
 
-def get_service(request: Request) -> NotaryService:
+async def get_service(request: Request) -> NotaryService:
+    # async on purpose: FastAPI runs sync dependencies in a thread pool, a hop per request.
     service: NotaryService = request.app.state.service
     return service
 
@@ -23,7 +24,7 @@ def get_service(request: Request) -> NotaryService:
 ServiceDep = Annotated[NotaryService, Depends(get_service)]
 
 
-def require_admin(
+async def require_admin(
     service: ServiceDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

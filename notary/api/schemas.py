@@ -73,7 +73,7 @@ class TelemetryAccepted(BaseModel):
     attestation: DeviceEventKind | None = Field(
         description="first-digest or digest-changed when this message changed the device"
     )
-    receipt_url: str
+    receipt_url: str = Field(description="Path of the receipt, relative to the API root")
 
 
 class DeviceCreate(BaseModel):

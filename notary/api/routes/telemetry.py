@@ -71,5 +71,5 @@ async def submit_telemetry(request: Request, service: ServiceDep) -> TelemetryAc
         mode=accepted.mode.value,
         device_trusted=accepted.device_trusted,
         attestation=accepted.attestation,
-        receipt_url=str(request.url_for("read_record", record_id=accepted.record_id)),
+        receipt_url=f"/v1/records/{accepted.record_id}",
     )
