@@ -17,7 +17,10 @@ Steps, in order (DESIGN.md section 5), each failure a specific ``IntakeRejected`
    get the record ID to answer ``202 Accepted``.
 
 Keys obtained for an envelope that is then refused are still consumed: they are recorded as
-such and never requested again, so a pad is never reused even if a retry names it.
+such and never requested again, so a pad is never reused even if a retry names it. Keys
+obtained for an envelope whose outbox write failed (503) are kept in memory for ten
+minutes, indexed by the digest of that exact envelope, so the device's retry of the same
+bytes succeeds; no other envelope can be checked against them.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from notary.errors import (
     NotaryError,
     PayloadTooLarge,
     ReplayDetected,
+    ServiceUnavailable,
 )
 from notary.keysource import KeySource
 from notary.logging import log_event
@@ -72,6 +76,20 @@ class _Session:
     expires_at: float
 
 
+@dataclass
+class _Retained:
+    """Keys of an envelope whose storage write failed, kept for its byte-identical retry."""
+
+    device_id: str
+    key: QKDKey = field(repr=False)
+    more: tuple[QKDKey, ...] = field(repr=False)
+    expires_at: float
+
+
+RETAIN_TTL_S = 600.0
+MAX_RETAINED = 10_000
+
+
 class IntakePipeline:
     """Verifies envelopes and writes accepted records to the outbox."""
 
@@ -99,6 +117,7 @@ class IntakePipeline:
         self._clock = clock
         self._devices: dict[str, tuple[float, DeviceRow]] = {}
         self._sessions: dict[str, _Session] = {}
+        self._retained: dict[str, _Retained] = {}
 
     @property
     def max_envelope_bytes(self) -> int:
@@ -154,13 +173,28 @@ class IntakePipeline:
         if earlier is not None:
             raise ReplayDetected("this envelope was already accepted", record_id=earlier)
         device = await self._device(envelope.sender)
-        keys = await self._obtain_keys(envelope, device)
+        retained = self._retained.pop(envelope_digest, None)
+        if (
+            retained is not None
+            and retained.device_id == device.device_id
+            and retained.expires_at > self._clock()
+        ):
+            keys = [retained.key, *retained.more]
+        else:
+            keys = await self._obtain_keys(envelope, device)
         try:
             record = self._verify(envelope, device, keys, envelope_digest)
             outcome = await self._store.accept(record)
         except IntakeRejected:
             if envelope.mode is Mode.OTP:
                 await self._remember_consumed(device.device_id, envelope.key_ids)
+            raise
+        except ServiceUnavailable:
+            # The KME has already deleted these keys; without them the device's retry of
+            # this very envelope could never succeed. Keep them for that retry only: they
+            # are looked up by the digest of the whole envelope, so no other message can
+            # ever be checked against this pad.
+            self._retain(envelope_digest, device.device_id, keys)
             raise
         return Accepted(
             record_id=outcome.record.record_id,
@@ -254,6 +288,15 @@ class IntakePipeline:
             while len(self._sessions) >= self._max_sessions:
                 del self._sessions[next(iter(self._sessions))]
         self._sessions[key.key_id] = _Session(device_id, key, now + self._session_ttl)
+
+    def _retain(self, envelope_digest: str, device_id: str, keys: list[QKDKey]) -> None:
+        now = self._clock()
+        for digest in [d for d, r in self._retained.items() if r.expires_at <= now]:
+            del self._retained[digest]
+        if len(self._retained) < MAX_RETAINED:
+            self._retained[envelope_digest] = _Retained(
+                device_id, keys[0], tuple(keys[1:]), now + RETAIN_TTL_S
+            )
 
     async def _remember_consumed(self, device_id: str, key_ids: tuple[str, ...]) -> None:
         try:

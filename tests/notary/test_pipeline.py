@@ -17,10 +17,12 @@ from notary.errors import (
     PayloadTooLarge,
     ReplayDetected,
     SchemaInvalid,
+    StorageUnavailable,
 )
 from notary.keysource import CoalescingKeySource, InMemoryKeySource
 from notary.service import NotaryService
 from notary.storage.base import DeviceEventKind, RecordStatus
+from notary.storage.sqlite import SQLiteStore
 from notary.telemetry import payload_hash, record_id
 from qkd_channel.envelope import Envelope, Mode
 from tests.notary.conftest import FIRMWARE_A, FIRMWARE_B, SimDevice, fresh_keys
@@ -318,3 +320,28 @@ async def test_coalescer_falls_back_per_envelope_when_one_key_id_is_unknown(
     assert isinstance(results[2], AuthenticationFailed)
     assert results[2].cause == "unknown-key"
     await assert_outbox(service, 2)
+
+
+async def test_retry_after_an_outbox_failure_succeeds_with_the_same_bytes(
+    service: NotaryService, device: SimDevice, key_source: InMemoryKeySource
+) -> None:
+    store = service.store
+    assert isinstance(store, SQLiteStore)
+    env = device.seal()
+    # A real SQLite write failure: the writer connection refuses writes.
+    store._writer_conn.execute("PRAGMA query_only=ON")
+    try:
+        with pytest.raises(StorageUnavailable) as info:
+            await submit(service, env)
+        assert info.value.status == 503
+    finally:
+        store._writer_conn.execute("PRAGMA query_only=OFF")
+    calls = key_source.calls
+    accepted = await submit(service, env)  # the KME deleted the keys; the notary kept them
+    assert accepted.sequence == env.sequence
+    assert key_source.calls == calls
+    # Only that exact envelope could use them: a forgery naming the same keys cannot.
+    forged = dataclasses.replace(env, sequence=env.sequence + 1)
+    with pytest.raises(AuthenticationFailed):
+        await submit(service, forged)
+    await assert_outbox(service, 1)
