@@ -1,8 +1,33 @@
-"""Exceptions of the ``atomic_swap`` package."""
+"""Exceptions of the ``atomic_swap`` package.
+
+Hierarchy (the CLI maps each branch to its own exit code)::
+
+    SwapError
+    ├── DevnetRejected        the devnet's evaluator refused a group (HTTP 400 at the API)
+    ├── ChainError            node unreachable / no confirmation in time        exit 5
+    │   └── TransactionRejected   the node or the contract refused a transaction
+    ├── AuditFailed           an on-chain HTLC does not match the agreed terms   exit 4
+    ├── UnsafeTerms           terms that would put our funds at risk             exit 4
+    ├── EnvelopeRefused       tampered, replayed, foreign or undecryptable terms exit 3
+    ├── AccountFileError      missing, malformed or group/world-readable key     exit 6
+    └── SwapStateError        the local record or the contract state forbids it  exit 7
+
+No exception text contains a mnemonic, private key, API token or QKD key material.
+"""
 
 from __future__ import annotations
 
-__all__ = ["SwapError"]
+__all__ = [
+    "AccountFileError",
+    "AuditFailed",
+    "ChainError",
+    "DevnetRejected",
+    "EnvelopeRefused",
+    "SwapError",
+    "SwapStateError",
+    "TransactionRejected",
+    "UnsafeTerms",
+]
 
 
 class SwapError(Exception):

