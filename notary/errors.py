@@ -165,8 +165,10 @@ class ServiceUnavailable(NotaryError):
     title = "Service unavailable"
     reason = "unavailable"
 
-    def __init__(self, detail: str | None = None, *, retry_after_s: int = 2) -> None:
+    def __init__(self, detail: str | None = None, *, retry_after_s: int | None = None) -> None:
         super().__init__(detail)
+        #: The dependency's own hint (e.g. the KME's Retry-After); ``None`` lets the edge
+        #: use the configured default.
         self.retry_after_s = retry_after_s
 
 

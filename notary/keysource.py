@@ -72,7 +72,7 @@ class KMEKeySource:
             # both mean the envelope names keys its claimed device cannot have used.
             raise KeysRejected("the KME refused to deliver these keys") from exc
         except KMEUnavailable as exc:
-            retry = max(1, round(exc.retry_after)) if exc.retry_after else 2
+            retry = max(1, round(exc.retry_after)) if exc.retry_after else None
             raise KeysUnavailable("the KME cannot deliver keys now", retry_after_s=retry) from exc
         except KMEError as exc:
             raise KeysUnavailable("the KME answered outside the protocol") from exc

@@ -58,8 +58,10 @@ class MQTTIntake:
         port: int = 1883,
         client_id: str = "qkd-notary",
         keepalive_s: int = 30,
+        retry_after_s: int = 2,
     ) -> None:
         self._pipeline = pipeline
+        self._retry_after_s = retry_after_s
         self._host = host
         self._port = port
         self._keepalive = keepalive_s
@@ -153,7 +155,7 @@ class MQTTIntake:
             if isinstance(exc, ReplayDetected) and exc.record_id:
                 answer["record_id"] = exc.record_id
             if isinstance(exc, ServiceUnavailable):
-                answer["retry_after"] = exc.retry_after_s
+                answer["retry_after"] = exc.retry_after_s or self._retry_after_s
         else:
             answer.update(
                 status=202,

@@ -187,6 +187,7 @@ class NotaryService:
                 host=self.settings.mqtt_host,
                 port=self.settings.mqtt_port,
                 client_id=f"qkd-notary-{self.settings.notary_id}",
+                retry_after_s=self.settings.retry_after_s,
             )
             await self.mqtt.start()
 

@@ -40,12 +40,12 @@ def _response(problem: Problem, headers: dict[str, str] | None = None) -> JSONRe
     )
 
 
-def problem_response(exc: NotaryError) -> JSONResponse:
+def problem_response(exc: NotaryError, *, default_retry_after_s: int = 2) -> JSONResponse:
     """Render a domain error; only its public ``reason`` and message are disclosed."""
     headers = None
     retry_after = None
     if isinstance(exc, ServiceUnavailable):
-        retry_after = exc.retry_after_s
+        retry_after = exc.retry_after_s or default_retry_after_s
         headers = {"Retry-After": str(retry_after)}
     problem = Problem(
         type=problem_type(exc.reason),
@@ -63,10 +63,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     """Register the exception handlers on ``app``."""
 
     @app.exception_handler(NotaryError)
-    async def _notary_error(_: Request, exc: NotaryError) -> JSONResponse:
+    async def _notary_error(request: Request, exc: NotaryError) -> JSONResponse:
         if exc.status >= 500:
             log_event(log, logging.WARNING, "request failed", reason=exc.reason)
-        return problem_response(exc)
+        service = getattr(request.app.state, "service", None)
+        default = service.settings.retry_after_s if service is not None else 2
+        return problem_response(exc, default_retry_after_s=default)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
