@@ -1,0 +1,487 @@
+"""``DeviceClient`` / ``AsyncDeviceClient``: what device firmware (or its edge hub) calls.
+
+One ``send`` does, in order:
+
+1. build and validate the telemetry document (before any key is spent);
+2. obtain fresh keys from the device's KME with ``enc_keys`` (the notary's SAE is the
+   slave), as many keys as the KME's maximum key size requires; in ``aead`` mode reuse the
+   current session key until it is due for rotation;
+3. durably take the next sequence number, seal, and write the envelope to the on-disk
+   queue (:class:`~notary.sdk.queue.SendQueue`);
+4. deliver every queued envelope oldest first (the notary needs rising sequence numbers),
+   retrying transient failures with jittered exponential backoff that honours
+   ``Retry-After``, always with the *same* bytes.
+
+The two classes are twins (``close``/``aclose``); all decisions are in :mod:`notary.sdk.core`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from notary.receipts import Receipt
+from notary.sdk.core import (
+    Answer,
+    DeliveryReceipt,
+    KeyPlan,
+    RetryPolicy,
+    Verdict,
+    build_document,
+    judge,
+    seal_item,
+)
+from notary.sdk.errors import (
+    AnchorTimeout,
+    DeliveryPending,
+    DeliveryRejected,
+    KeysUnobtainable,
+)
+from notary.sdk.queue import QueuedEnvelope, SendQueue
+from notary.sdk.transport import (
+    AsyncHTTPTransport,
+    AsyncTransport,
+    HTTPTransport,
+    Transport,
+)
+from notary.storage.base import RecordStatus
+from qkd_channel.envelope import AEAD_KEY_BYTES, AEADSession, Mode, keys_needed
+from qkd_channel.errors import KMEError, KMEUnavailable
+from qkd_channel.keys import QKDKey
+from qkd_channel.kme.client import AsyncKMEClient, KMEClient
+
+__all__ = ["AsyncDeviceClient", "ClientStats", "DeviceClient"]
+
+log = logging.getLogger("notary.sdk")
+
+T = TypeVar("T")
+
+
+@dataclass
+class ClientStats:
+    """Counters a fleet operator (or the demo and benchmark) reads."""
+
+    delivered: int = 0  #: envelopes the notary holds a record for
+    resent: int = 0  #: of which recognised as resends after a lost answer
+    rejected: int = 0  #: final refusals (moved to ``rejected/``)
+    retries: int = 0  #: transient failures waited out (notary or KME)
+    key_bytes: int = 0  #: QKD key material obtained from the KME
+
+
+class _ClientBase:
+    """Configuration, queue and answer bookkeeping shared by both clients."""
+
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        firmware_digest: str,
+        queue_dir: Path | str,
+        mode: Mode | str,
+        notary_id: str,
+        notary_sae_id: str,
+        retry: RetryPolicy,
+        aead_max_messages: int,
+        aead_max_age_s: float,
+        first_sequence: int,
+        rng: random.Random | None,
+        clock: Callable[[], float],
+    ) -> None:
+        build_document(firmware_digest, {})  # validates the digest up front
+        self.device_id = device_id
+        #: Digest of the firmware now running; change it after an update.
+        self.firmware_digest = firmware_digest
+        self.mode = Mode(mode)
+        self.notary_id = notary_id
+        self.notary_sae_id = notary_sae_id
+        self.retry = retry
+        self.stats = ClientStats()
+        self._aead_limits = (aead_max_messages, aead_max_age_s)
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._plan: KeyPlan | None = None
+        self._session: AEADSession | None = None
+        self._queue = SendQueue(Path(queue_dir), device_id=device_id, first_sequence=first_sequence)
+
+    @property
+    def queue(self) -> SendQueue:
+        return self._queue
+
+    def _needs_session(self) -> bool:
+        return self._session is None or self._session.expired()
+
+    def _new_session(self, key: QKDKey) -> AEADSession:
+        max_messages, max_age_s = self._aead_limits
+        self._session = AEADSession(key, max_messages=max_messages, max_age_s=max_age_s)
+        return self._session
+
+    def _seal(self, plaintext: bytes, keys: list[QKDKey] | None) -> QueuedEnvelope:
+        item = seal_item(
+            plaintext,
+            device_id=self.device_id,
+            notary_id=self.notary_id,
+            sequence=self._queue.reserve_sequence(),
+            mode=self.mode,
+            keys=keys,
+            session=self._session,
+        )
+        self._queue.put(item)
+        return item
+
+    def _settle(self, item: QueuedEnvelope, answer: Answer) -> DeliveryReceipt | None:
+        """Record the outcome of one attempt; ``None`` means retry later."""
+        verdict, receipt = judge(item, answer)
+        if verdict is Verdict.DELIVERED:
+            assert receipt is not None
+            self._queue.done(item)
+            self.stats.delivered += 1
+            self.stats.resent += receipt.resent
+            return receipt
+        if verdict is Verdict.REJECTED:
+            self._queue.dead_letter(item, {"status": answer.status, **answer.body})
+            self.stats.rejected += 1
+            reason = str(answer.body.get("reason", "rejected"))
+            raise DeliveryRejected(
+                f"the notary refused sequence {item.sequence}: HTTP {answer.status} {reason}",
+                status=answer.status,
+                reason=reason,
+                sequence=item.sequence,
+                record_id=item.record_id,
+            )
+        self.stats.retries += 1
+        return None
+
+    def _backoff(self, attempt: int, retry_after: float | None, deadline: float) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` if past the deadline."""
+        wait = self.retry.delay(attempt, retry_after, self._rng)
+        return None if self._clock() + wait > deadline else wait
+
+    def _pending_error(self, item: QueuedEnvelope) -> DeliveryPending:
+        count = len(self._queue.pending())
+        return DeliveryPending(
+            f"sequence {item.sequence} not delivered yet; {count} envelope(s) stay queued",
+            pending=count,
+        )
+
+    @staticmethod
+    def _check_anchor(receipt: Receipt | None) -> Receipt | None:
+        if receipt is not None and receipt.status is RecordStatus.ANCHORED:
+            return receipt
+        return None
+
+
+def _record_id(receipt: DeliveryReceipt | str) -> str:
+    return receipt.record_id if isinstance(receipt, DeliveryReceipt) else receipt
+
+
+def _kme_failure(what: str, exc: KMEError) -> KeysUnobtainable:
+    return KeysUnobtainable(f"{what}: the KME refused ({type(exc).__name__}: {exc})")
+
+
+class DeviceClient(_ClientBase):
+    """Blocking device SDK client (one per device; not for concurrent use by threads)."""
+
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        kme: KMEClient,
+        notary: str | Transport,
+        firmware_digest: str,
+        queue_dir: Path | str,
+        mode: Mode | str = Mode.OTP,
+        notary_id: str = "notary",
+        notary_sae_id: str = "notary",
+        retry: RetryPolicy | None = None,
+        aead_max_messages: int = 10_000,
+        aead_max_age_s: float = 600.0,
+        first_sequence: int = 1,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(
+            device_id,
+            firmware_digest=firmware_digest,
+            queue_dir=queue_dir,
+            mode=mode,
+            notary_id=notary_id,
+            notary_sae_id=notary_sae_id,
+            retry=retry or RetryPolicy(),
+            aead_max_messages=aead_max_messages,
+            aead_max_age_s=aead_max_age_s,
+            first_sequence=first_sequence,
+            rng=rng,
+            clock=clock,
+        )
+        self._kme = kme
+        self._transport: Transport = HTTPTransport(notary) if isinstance(notary, str) else notary
+        self._sleep = sleep
+        self._lock = threading.Lock()
+
+    def send(self, telemetry: dict[str, Any]) -> DeliveryReceipt:
+        """Seal ``telemetry``, queue it durably, deliver it (after anything older)."""
+        plaintext = build_document(self.firmware_digest, telemetry)
+        with self._lock:
+            deadline = self._clock() + self.retry.deadline_s
+            item = self._seal(plaintext, self._keys_for(len(plaintext), deadline))
+            delivered = self._drain(deadline, until=item)
+            return delivered[item.record_id]
+
+    def flush(self) -> list[DeliveryReceipt]:
+        """Deliver every queued envelope (e.g. after a restart); oldest first."""
+        with self._lock:
+            return list(self._drain(self._clock() + self.retry.deadline_s).values())
+
+    def wait_anchored(
+        self, receipt: DeliveryReceipt | str, *, timeout: float = 60.0, poll_s: float = 0.5
+    ) -> Receipt:
+        """Poll the notary until the record is anchored; return the versioned receipt."""
+        record_id = _record_id(receipt)
+        deadline = self._clock() + timeout
+        while True:
+            anchored = self._check_anchor(self._transport.fetch_receipt(record_id))
+            if anchored is not None:
+                return anchored
+            if self._clock() + poll_s > deadline:
+                raise AnchorTimeout(f"record {record_id} not anchored within {timeout:g} s")
+            self._sleep(poll_s)
+
+    def _drain(
+        self, deadline: float, *, until: QueuedEnvelope | None = None
+    ) -> dict[str, DeliveryReceipt]:
+        out: dict[str, DeliveryReceipt] = {}
+        for item in self._queue.pending():
+            try:
+                out[item.record_id] = self._deliver(item, deadline)
+            except DeliveryRejected:
+                if until is None or item.record_id == until.record_id:
+                    raise
+                log.warning("older queued envelope %d refused by the notary", item.sequence)
+        return out
+
+    def _deliver(self, item: QueuedEnvelope, deadline: float) -> DeliveryReceipt:
+        attempt = 0
+        while True:
+            answer = self._transport.submit(item)
+            receipt = self._settle(item, answer)
+            if receipt is not None:
+                return receipt
+            wait = self._backoff(attempt, answer.retry_after, deadline)
+            if wait is None:
+                raise self._pending_error(item)
+            self._sleep(wait)
+            attempt += 1
+
+    def _keys_for(self, plaintext_len: int, deadline: float) -> list[QKDKey] | None:
+        if self.mode is Mode.AEAD:
+            if self._needs_session():
+                key = self._kme_call(
+                    lambda: self._kme.enc_keys(self.notary_sae_id, size=8 * AEAD_KEY_BYTES),
+                    deadline,
+                )[0]
+                self.stats.key_bytes += len(key.material)
+                self._new_session(key)
+            return None
+        if self._plan is None:
+            status = self._kme_call(lambda: self._kme.status(self.notary_sae_id), deadline)
+            self._plan = KeyPlan.from_status(status)
+        keys: list[QKDKey] = []
+        for number, size in self._plan.requests(keys_needed(self.mode, plaintext_len)):
+            call = functools.partial(
+                self._kme.enc_keys, self.notary_sae_id, number=number, size=size
+            )
+            keys += self._kme_call(call, deadline)
+        self.stats.key_bytes += sum(len(k.material) for k in keys)
+        return keys
+
+    def _kme_call(self, call: Callable[[], T], deadline: float) -> T:
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except KMEUnavailable as exc:
+                wait = self._backoff(attempt, exc.retry_after, deadline)
+                if wait is None:
+                    raise KeysUnobtainable("the device's KME stayed unavailable") from exc
+                self.stats.retries += 1
+                self._sleep(wait)
+                attempt += 1
+            except KMEError as exc:
+                raise _kme_failure("cannot obtain keys", exc) from exc
+
+    def close(self) -> None:
+        """Release the queue directory and the transport (queued envelopes stay on disk)."""
+        self._transport.close()
+        self._queue.close()
+
+    def __enter__(self) -> DeviceClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncDeviceClient(_ClientBase):
+    """The asyncio twin of :class:`DeviceClient`; concurrent ``send`` calls are serialised."""
+
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        kme: AsyncKMEClient,
+        notary: str | AsyncTransport,
+        firmware_digest: str,
+        queue_dir: Path | str,
+        mode: Mode | str = Mode.OTP,
+        notary_id: str = "notary",
+        notary_sae_id: str = "notary",
+        retry: RetryPolicy | None = None,
+        aead_max_messages: int = 10_000,
+        aead_max_age_s: float = 600.0,
+        first_sequence: int = 1,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        super().__init__(
+            device_id,
+            firmware_digest=firmware_digest,
+            queue_dir=queue_dir,
+            mode=mode,
+            notary_id=notary_id,
+            notary_sae_id=notary_sae_id,
+            retry=retry or RetryPolicy(),
+            aead_max_messages=aead_max_messages,
+            aead_max_age_s=aead_max_age_s,
+            first_sequence=first_sequence,
+            rng=rng,
+            clock=clock,
+        )
+        self._kme = kme
+        self._transport: AsyncTransport = (
+            AsyncHTTPTransport(notary) if isinstance(notary, str) else notary
+        )
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+
+    async def send(self, telemetry: dict[str, Any]) -> DeliveryReceipt:
+        """Seal ``telemetry``, queue it durably, deliver it (after anything older)."""
+        plaintext = build_document(self.firmware_digest, telemetry)
+        async with self._lock:
+            deadline = self._clock() + self.retry.deadline_s
+            item = self._seal(plaintext, await self._keys_for(len(plaintext), deadline))
+            delivered = await self._drain(deadline, until=item)
+            return delivered[item.record_id]
+
+    async def flush(self) -> list[DeliveryReceipt]:
+        """Deliver every queued envelope (e.g. after a restart); oldest first."""
+        async with self._lock:
+            return list((await self._drain(self._clock() + self.retry.deadline_s)).values())
+
+    async def wait_anchored(
+        self, receipt: DeliveryReceipt | str, *, timeout: float = 60.0, poll_s: float = 0.5
+    ) -> Receipt:
+        """Poll the notary until the record is anchored; return the versioned receipt."""
+        record_id = _record_id(receipt)
+        deadline = self._clock() + timeout
+        while True:
+            anchored = self._check_anchor(await self._transport.fetch_receipt(record_id))
+            if anchored is not None:
+                return anchored
+            if self._clock() + poll_s > deadline:
+                raise AnchorTimeout(f"record {record_id} not anchored within {timeout:g} s")
+            await self._sleep(poll_s)
+
+    async def _drain(
+        self, deadline: float, *, until: QueuedEnvelope | None = None
+    ) -> dict[str, DeliveryReceipt]:
+        out: dict[str, DeliveryReceipt] = {}
+        for item in self._queue.pending():
+            try:
+                out[item.record_id] = await self._deliver(item, deadline)
+            except DeliveryRejected:
+                if until is None or item.record_id == until.record_id:
+                    raise
+                log.warning("older queued envelope %d refused by the notary", item.sequence)
+        return out
+
+    async def _deliver(self, item: QueuedEnvelope, deadline: float) -> DeliveryReceipt:
+        attempt = 0
+        while True:
+            answer = await self._transport.submit(item)
+            receipt = self._settle(item, answer)
+            if receipt is not None:
+                return receipt
+            wait = self._backoff(attempt, answer.retry_after, deadline)
+            if wait is None:
+                raise self._pending_error(item)
+            await self._sleep(wait)
+            attempt += 1
+
+    async def _keys_for(self, plaintext_len: int, deadline: float) -> list[QKDKey] | None:
+        if self.mode is Mode.AEAD:
+            if self._needs_session():
+                keys = await self._kme_call(
+                    lambda: self._kme.enc_keys(self.notary_sae_id, size=8 * AEAD_KEY_BYTES),
+                    deadline,
+                )
+                self.stats.key_bytes += len(keys[0].material)
+                self._new_session(keys[0])
+            return None
+        if self._plan is None:
+            status = await self._kme_call(lambda: self._kme.status(self.notary_sae_id), deadline)
+            self._plan = KeyPlan.from_status(status)
+        keys = []
+        for number, size in self._plan.requests(keys_needed(self.mode, plaintext_len)):
+            call = functools.partial(
+                self._kme.enc_keys, self.notary_sae_id, number=number, size=size
+            )
+            keys += await self._kme_call(call, deadline)
+        self.stats.key_bytes += sum(len(k.material) for k in keys)
+        return keys
+
+    async def _kme_call(self, call: Callable[[], Awaitable[T]], deadline: float) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except KMEUnavailable as exc:
+                wait = self._backoff(attempt, exc.retry_after, deadline)
+                if wait is None:
+                    raise KeysUnobtainable("the device's KME stayed unavailable") from exc
+                self.stats.retries += 1
+                await self._sleep(wait)
+                attempt += 1
+            except KMEError as exc:
+                raise _kme_failure("cannot obtain keys", exc) from exc
+
+    async def aclose(self) -> None:
+        """Release the queue directory and the transport (queued envelopes stay on disk)."""
+        await self._transport.aclose()
+        self._queue.close()
+
+    async def __aenter__(self) -> AsyncDeviceClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,205 @@
+"""The I/O-free part of the device SDK, shared by the blocking and the asyncio client.
+
+Both clients do the same steps and differ only in how they wait; everything that decides
+(what to ask the KME for, how to build and seal the document, what an answer means, how
+long to back off) lives here so the twins cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from notary.sdk.errors import QueueError
+from notary.sdk.queue import QueuedEnvelope
+from notary.telemetry import DIGEST_PATTERN, record_id
+from qkd_channel.envelope import MAX_KEY_IDS, AEADSession, Mode, keys_needed, seal
+from qkd_channel.keys import QKDKey
+from qkd_channel.kme.client import KeyStatus
+
+__all__ = [
+    "Answer",
+    "DeliveryReceipt",
+    "KeyPlan",
+    "RetryPolicy",
+    "Verdict",
+    "build_document",
+    "judge",
+    "seal_item",
+]
+
+_RETRYABLE = frozenset({0, 408, 425, 429, 500, 502, 503, 504})
+_DIGEST_CHARS = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; ``Retry-After`` from the server is a floor.
+
+    The n-th wait is drawn uniformly from ``[cap / 2, cap]`` with
+    ``cap = min(max_s, initial_s * multiplier**n)`` ("equal jitter"), so a fleet that lost
+    the notary at the same instant does not come back in lock-step. ``deadline_s`` bounds
+    one ``send``/``flush`` call; what is not delivered by then stays queued.
+    """
+
+    initial_s: float = 0.2
+    max_s: float = 10.0
+    multiplier: float = 2.0
+    deadline_s: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        cap = min(self.max_s, self.initial_s * self.multiplier ** min(attempt, 64))
+        wait = rng.uniform(cap / 2, cap)
+        if retry_after is not None and retry_after > 0:
+            # Honour the server, plus up to 20 % so a fleet does not return all at once.
+            wait = max(wait, retry_after * rng.uniform(1.0, 1.2))
+        return wait
+
+
+@dataclass(frozen=True)
+class KeyPlan:
+    """How to obtain ``n`` bytes of key within a KME's ETSI GS QKD 014 limits (bits)."""
+
+    min_key_size: int = 64
+    max_key_size: int = 65_536
+    max_key_per_request: int = 128
+
+    @classmethod
+    def from_status(cls, status: KeyStatus) -> KeyPlan:
+        return cls(status.min_key_size, status.max_key_size, status.max_key_per_request)
+
+    def requests(self, nbytes: int) -> list[tuple[int, int]]:
+        """``(number, size_bits)`` pairs for ``enc_keys`` covering ``nbytes``.
+
+        Keys are as few as the maximum size allows and equally sized (rounded up to whole
+        bytes and to the KME's minimum), so the surplus the envelope discards stays small.
+        """
+        bits = 8 * max(nbytes, 1)
+        count = math.ceil(bits / self.max_key_size)
+        if count > MAX_KEY_IDS:
+            raise ValueError(
+                f"{nbytes} bytes of key need {count} keys; an envelope names at most {MAX_KEY_IDS}"
+            )
+        size = max(self.min_key_size, 8 * math.ceil(math.ceil(bits / count) / 8))
+        out = []
+        while count > 0:
+            number = min(count, self.max_key_per_request)
+            out.append((number, size))
+            count -= number
+        return out
+
+
+def build_document(firmware_digest: str, telemetry: dict[str, Any]) -> bytes:
+    """The plaintext a device seals (schema of :mod:`notary.telemetry`), validated early.
+
+    Raises ``ValueError``/``TypeError`` before any key is spent on a document the notary
+    would refuse.
+    """
+    if len(firmware_digest) != 64 or not set(firmware_digest) <= _DIGEST_CHARS:
+        raise ValueError(f"firmware digest must match {DIGEST_PATTERN} (lowercase hex)")
+    if not isinstance(telemetry, dict):
+        raise TypeError("telemetry must be a JSON object (dict)")
+    doc = {"firmware_digest": firmware_digest, "telemetry": telemetry}
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+
+
+def seal_item(
+    plaintext: bytes,
+    *,
+    device_id: str,
+    notary_id: str,
+    sequence: int,
+    mode: Mode,
+    keys: list[QKDKey] | None = None,
+    session: AEADSession | None = None,
+) -> QueuedEnvelope:
+    """Seal with fresh OTP keys or the current AEAD session; name the record it becomes."""
+    if mode is Mode.AEAD:
+        if session is None:
+            raise ValueError("aead mode needs a session")
+        envelope = session.seal(plaintext, sender=device_id, recipient=notary_id, sequence=sequence)
+    else:
+        if not keys or sum(len(k.material) for k in keys) < keys_needed(mode, len(plaintext)):
+            raise ValueError("not enough key material for this plaintext")
+        envelope = seal(
+            plaintext,
+            sender=device_id,
+            recipient=notary_id,
+            sequence=sequence,
+            mode=mode,
+            keys=keys,
+        )
+    return QueuedEnvelope(envelope, record_id(device_id, sequence, envelope.key_ids))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the notary said about one delivery attempt, whatever the transport.
+
+    ``status`` is the HTTP status (MQTT answers carry the same numbers); 0 means no answer
+    arrived (connection refused, timeout).
+    """
+
+    status: int
+    body: dict[str, Any] = field(default_factory=dict)
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryReceipt:
+    """The notary's acknowledgement that a record exists (it is durable in its outbox).
+
+    Not yet a proof: pass it to ``wait_anchored`` for the versioned, chain-verifiable
+    :class:`notary.receipts.Receipt`. ``resent`` is true when the first answer was lost and
+    the notary recognised the resent envelope (``device_trusted``/``attestation`` are then
+    unknown).
+    """
+
+    record_id: str
+    device_id: str
+    sequence: int
+    mode: Mode
+    device_trusted: bool | None
+    attestation: str | None
+    resent: bool = False
+
+
+class Verdict(enum.Enum):
+    DELIVERED = "delivered"  #: the notary holds the record
+    REJECTED = "rejected"  #: final refusal; resending the same bytes cannot succeed
+    RETRY = "retry"  #: transient; resend the same bytes later
+
+
+def judge(item: QueuedEnvelope, answer: Answer) -> tuple[Verdict, DeliveryReceipt | None]:
+    """Classify an answer to the delivery of ``item``."""
+    body = answer.body
+    if answer.status == 202:
+        notary_record = body.get("record_id")
+        if notary_record is not None and str(notary_record).lower() != item.record_id:
+            raise QueueError("the notary named a different record ID than the envelope derives")
+        return Verdict.DELIVERED, _receipt(item, body, resent=False)
+    if answer.status == 409 and str(body.get("record_id", "")).lower() == item.record_id:
+        # A byte-identical resend of an envelope the notary already accepted: our first
+        # attempt got through but its answer was lost.
+        return Verdict.DELIVERED, _receipt(item, {}, resent=True)
+    if answer.status in _RETRYABLE or answer.status >= 500:
+        return Verdict.RETRY, None
+    return Verdict.REJECTED, None
+
+
+def _receipt(item: QueuedEnvelope, body: dict[str, Any], *, resent: bool) -> DeliveryReceipt:
+    trusted = body.get("device_trusted")
+    attestation = body.get("attestation")
+    return DeliveryReceipt(
+        record_id=item.record_id,
+        device_id=item.envelope.sender,
+        sequence=item.sequence,
+        mode=item.envelope.mode,
+        device_trusted=trusted if isinstance(trusted, bool) else None,
+        attestation=attestation if isinstance(attestation, str) else None,
+        resent=resent,
+    )

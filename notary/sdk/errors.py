@@ -1,0 +1,91 @@
+"""Exceptions of the device SDK (all ``NotaryError`` subclasses).
+
+Hierarchy::
+
+    NotaryError
+    └── DeliveryError          an envelope could not be delivered as asked
+        ├── DeliveryRejected   the notary refused it for good (4xx); it left the queue
+        ├── DeliveryPending    not delivered yet (notary down); it stays queued
+        ├── KeysUnobtainable   the device's KME issued no keys; nothing was sealed
+        ├── AnchorTimeout      ``wait_anchored`` gave up; the record may still be anchored
+        └── QueueError         the on-disk send queue is unusable (locked, foreign, corrupt)
+
+Key material never appears in these messages; only statuses, reasons and record IDs do.
+"""
+
+from __future__ import annotations
+
+from notary.errors import NotaryError
+
+__all__ = [
+    "AnchorTimeout",
+    "DeliveryError",
+    "DeliveryPending",
+    "DeliveryRejected",
+    "KeysUnobtainable",
+    "QueueError",
+]
+
+
+class DeliveryError(NotaryError):
+    """Base of the SDK's delivery failures."""
+
+    title = "Delivery failed"
+    reason = "delivery-failed"
+
+
+class DeliveryRejected(DeliveryError):
+    """The notary answered with a final refusal (400/401/409/413/422).
+
+    The envelope was moved to the queue's ``rejected/`` folder: resending the same bytes
+    can never succeed, and its keys are spent. ``status`` and ``reason`` are the notary's.
+    """
+
+    title = "Envelope rejected by the notary"
+
+    def __init__(
+        self, detail: str, *, status: int, reason: str, sequence: int, record_id: str
+    ) -> None:
+        super().__init__(detail, reason=reason)
+        self.status = status  # type: ignore[misc]
+        self.sequence = sequence
+        self.record_id = record_id
+
+
+class DeliveryPending(DeliveryError):
+    """The retry budget ran out while the notary or its KME was unavailable.
+
+    Nothing is lost: the sealed envelope stays in the on-disk queue and is sent, unchanged,
+    before anything newer (by the next ``send``/``flush``, also after a restart).
+    """
+
+    title = "Delivery pending"
+    reason = "delivery-pending"
+
+    def __init__(self, detail: str, *, pending: int) -> None:
+        super().__init__(detail)
+        self.pending = pending
+
+
+class QueueError(DeliveryError):
+    """The send queue directory cannot be used (held by another client, wrong device...)."""
+
+    title = "Send queue unusable"
+    reason = "queue-error"
+
+
+class KeysUnobtainable(DeliveryError):
+    """The device's KME could not issue keys before the deadline (down or out of stock).
+
+    Nothing was sealed or queued and no sequence number was used: send the reading again.
+    """
+
+    title = "No QKD keys available"
+    reason = "keys-unobtainable"
+
+
+class AnchorTimeout(DeliveryError):
+    """The record was not anchored on-chain within the time ``wait_anchored`` was given."""
+
+    title = "Record not anchored in time"
+    reason = "anchor-timeout"

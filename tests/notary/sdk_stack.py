@@ -1,0 +1,155 @@
+"""A real single-machine stack for SDK, CLI and reliability tests.
+
+Two KMEs of one link (uvicorn, mutual TLS, real key buffers) filled with the same random
+blocks as a QKD producer would, a notary serving HTTP from a thread on a free port with
+its own KME-backed key source, and helpers to register devices through the admin API.
+Nothing on the path from device to notary is simulated.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from notary.api import create_app
+from notary.config import NotarySettings, load_or_create_admin_token
+from qkd_channel.kme.certs import issue_link_pki, sae_paths
+from qkd_channel.kme.client import AsyncKMEClient, KMEClient
+from qkd_channel.kme.config import KeyLimits
+from tests.qkd_channel.conftest import KMEPair, start_pair
+
+NOTARY_SAE = "notary"
+FIRMWARE = "f" * 64
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_pki(directory: Path, devices: int = 4) -> Path:
+    saes = [NOTARY_SAE, *(f"sae-{i}" for i in range(devices))]
+    issue_link_pki(directory, kme_ids=["kme-a", "kme-b"], sae_ids=saes)
+    return directory
+
+
+class NotaryThread:
+    """The notary's FastAPI app under uvicorn in a background thread (own event loop)."""
+
+    def __init__(self, settings: NotarySettings, port: int) -> None:
+        self.settings = settings
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(
+            create_app(settings=settings),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self, timeout: float = 20.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("notary failed to start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(20)
+
+
+@dataclass
+class Stack:
+    """KME A (devices' side), KME B (the notary's side) and a notary configuration."""
+
+    root: Path
+    pki: Path
+    kmes: KMEPair
+    settings: NotarySettings
+    port: int = field(default_factory=free_port)
+    notary: NotaryThread | None = None
+    _clients: list[KMEClient | AsyncKMEClient] = field(default_factory=list)
+
+    @property
+    def notary_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start_notary(self) -> NotaryThread:
+        self.notary = NotaryThread(self.settings, self.port)
+        self.notary.start()
+        return self.notary
+
+    def stop_notary(self) -> None:
+        if self.notary is not None:
+            self.notary.stop()
+            self.notary = None
+
+    def admin_headers(self) -> dict[str, str]:
+        token = load_or_create_admin_token(self.settings.data_dir)
+        return {"Authorization": f"Bearer {token}"}
+
+    def register(self, device_id: str, sae_id: str) -> None:
+        response = httpx.post(
+            f"{self.notary_url}/v1/admin/devices",
+            json={"device_id": device_id, "sae_id": sae_id},
+            headers=self.admin_headers(),
+        )
+        response.raise_for_status()
+
+    def device_kme(self, sae_id: str) -> KMEClient:
+        cert, key = sae_paths(self.pki, sae_id)
+        kme = KMEClient(self.kmes.urls["a"], cert=cert, key=key, ca=self.pki / "ca.crt")
+        self._clients.append(kme)
+        return kme
+
+    def async_device_kme(self, sae_id: str) -> AsyncKMEClient:
+        cert, key = sae_paths(self.pki, sae_id)
+        kme = AsyncKMEClient(self.kmes.urls["a"], cert=cert, key=key, ca=self.pki / "ca.crt")
+        self._clients.append(kme)
+        return kme
+
+    def close(self) -> None:
+        self.stop_notary()
+        # Idle keep-alive connections would hold each KME's graceful shutdown for seconds.
+        for kme in self._clients:
+            if isinstance(kme, KMEClient):
+                kme.close()
+        self._clients.clear()
+        for name in list(self.kmes.servers):
+            self.kmes.stop(name)
+
+
+def start_stack(
+    root: Path,
+    pki: Path,
+    *,
+    limits: KeyLimits | None = None,
+    blocks: int = 8,
+    block_bytes: int = 4096,
+) -> Stack:
+    """Start both KMEs with ``blocks`` shared random blocks; the notary is not started."""
+    kmes = start_pair(pki, root, limits=limits or KeyLimits(buffer_bits=400_000))
+    kmes.feed(blocks=blocks, nbytes=block_bytes)
+    cert, key = sae_paths(pki, NOTARY_SAE)
+    settings = NotarySettings(
+        data_dir=root / "notary",
+        notary_id="notary",
+        kme_url=kmes.urls["b"],
+        kme_cert=cert,
+        kme_key=key,
+        kme_ca=pki / "ca.crt",
+        batch_max_latency_s=0.2,
+    )
+    return Stack(root, pki, kmes, settings)
