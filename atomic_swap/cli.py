@@ -352,6 +352,19 @@ def refund(algod_url: str, algod_token: str, account_file: Path, home: Path, app
 
 @main.command()
 @algod_options
+@account_option
+@home_option
+@click.option("--app-id", type=int, required=True)
+@_fail_cleanly
+def reclaim(algod_url: str, algod_token: str, account_file: Path, home: Path, app_id: int) -> None:
+    """Delete our empty HTLC (never funded, or settled) to free its minimum balance."""
+    from atomic_swap import swap
+
+    swap.reclaim(_party(account_file, algod_url, algod_token, home), app_id)
+
+
+@main.command()
+@algod_options
 @click.option("--app-id", type=int, required=True)
 @_fail_cleanly
 def audit(algod_url: str, algod_token: str, app_id: int) -> None:

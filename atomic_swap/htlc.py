@@ -38,6 +38,7 @@ __all__ = [
     "claim",
     "clear_program",
     "create",
+    "delete",
     "fund",
     "hashlock_of",
     "refund",
@@ -198,6 +199,12 @@ def claim(
 def refund(client: AlgodClient, key: str, sender: str, app_id: int, terms: HTLCTerms) -> Submitted:
     """Return the funds to the refund address (at or after the deadline)."""
     return _settle(client, key, sender, app_id, terms, [_REFUND])
+
+
+def delete(client: AlgodClient, key: str, sender: str, app_id: int) -> Submitted:
+    """Delete our empty HTLC (unfunded or settled), releasing its minimum-balance hold."""
+    sp = client.suggested_params()
+    return send_group(client, [transaction.ApplicationDeleteTxn(sender, sp, app_id)], key)
 
 
 def _settle(

@@ -47,6 +47,7 @@ __all__ = [
     "initiate",
     "network_of",
     "participate",
+    "reclaim",
     "redeem",
     "redeem_acceptance",
     "refund",
@@ -428,6 +429,25 @@ def refund(party: Party, app_id: int) -> htlc.Submitted:
         raise
     _record(party.store, app_id, SwapState.REFUNDED, result)
     return result
+
+
+def reclaim(party: Party, app_id: int) -> htlc.Submitted:
+    """Delete our own HTLC once it holds nothing (unfunded, claimed or refunded).
+
+    This undoes a ``create`` whose funding never happened and, after settlement, releases the
+    minimum balance (0.1 ALGO + state schema) the application holds against its creator.
+    """
+    onchain = read_htlc(party.client, app_id)
+    me = party.account
+    if onchain.creator != me.address:
+        raise SwapStateError(f"application {app_id} was created by {onchain.creator}, not us")
+    if onchain.state is ContractState.OPEN and onchain.escrow_balance:
+        raise SwapStateError(f"application {app_id} still holds funds: redeem or refund first")
+    return _step(
+        party,
+        f"delete HTLC {app_id}",
+        lambda: htlc.delete(party.client, me.private_key, me.address, app_id),
+    )
 
 
 def _require_open(onchain: OnChainHTLC) -> None:

@@ -127,6 +127,12 @@ def test_full_swap_through_the_cli(parties: Parties, tmp_path: Path) -> None:
     status = qswap("status", env=p.bob)
     assert "redeemed" in status.stderr
 
+    # Both settled contracts are deleted by their creators to free the minimum balance.
+    qswap("reclaim", "--app-id", str(app_a), env=p.alice)
+    qswap("reclaim", "--app-id", str(app_b), env=p.bob)
+    gone = qswap("audit", "--app-id", str(app_b), env=p.bob, check=False)
+    assert gone.returncode == 4 and "does not exist" in gone.stderr
+
 
 def test_participant_refunds_when_initiator_disappears(parties: Parties, tmp_path: Path) -> None:
     p = parties

@@ -14,7 +14,7 @@ from algosdk.v2client.algod import AlgodClient
 
 from atomic_swap import htlc
 from atomic_swap.audit import ContractState, latest_timestamp, read_htlc
-from atomic_swap.errors import TransactionRejected
+from atomic_swap.errors import AuditFailed, TransactionRejected
 from tests.atomic_swap.conftest import Devnet
 
 ALGO = 1_000_000
@@ -186,3 +186,26 @@ def test_asset_swap_claim_transfers_the_asset(devnet: Devnet) -> None:
     assert balance(devnet.client, receiver[1], asset_id) == 3_000_000
     assert balance(devnet.client, sender[1], asset_id) == 2_000_000
     assert balance(devnet.client, get_application_address(created.app_id)) == 0
+
+
+def test_creator_deletes_a_settled_htlc_to_free_its_minimum_balance(devnet: Devnet) -> None:
+    secret = os.urandom(32)
+    app_id, terms, sender, receiver = deploy(devnet, secret=secret)
+    htlc.claim(devnet.client, receiver[0], receiver[1], app_id, terms, secret)
+    with pytest.raises(TransactionRejected):  # only the creator may delete
+        htlc.delete(devnet.client, receiver[0], receiver[1], app_id)
+    info = devnet.client.account_info(sender[1])
+    assert isinstance(info, dict) and info["min-balance"] > htlc.ACCOUNT_MIN_BALANCE
+    htlc.delete(devnet.client, sender[0], sender[1], app_id)
+    info = devnet.client.account_info(sender[1])
+    assert isinstance(info, dict)
+    assert info["min-balance"] == htlc.ACCOUNT_MIN_BALANCE and not info["created-apps"]
+    with pytest.raises(AuditFailed, match="does not exist"):
+        read_htlc(devnet.client, app_id)
+
+
+def test_funded_htlc_cannot_be_deleted_even_by_its_creator(devnet: Devnet) -> None:
+    app_id, _, sender, _ = deploy(devnet, secret=os.urandom(32))
+    with pytest.raises(TransactionRejected, match="logic eval error"):
+        htlc.delete(devnet.client, sender[0], sender[1], app_id)
+    assert read_htlc(devnet.client, app_id).funded
