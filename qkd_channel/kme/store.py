@@ -47,6 +47,7 @@ from qkd_channel.kme.config import LinkEnd
 __all__ = ["DATABASE_NAME", "KeyAllocation", "KeyStore", "Reservation", "Segment"]
 
 DATABASE_NAME = "kme.sqlite3"
+_CHECKPOINT_INTERVAL = 1.0  # seconds
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -142,6 +143,8 @@ class KeyStore:
         self._db.execute("PRAGMA secure_delete = ON")
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.executescript(_SCHEMA)  # idempotent: every statement is IF NOT EXISTS
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._last_checkpoint = time.monotonic()
         with self._lock, self._transaction():
             self._bind_identity()
 
@@ -401,9 +404,18 @@ class KeyStore:
         return taken
 
     def _checkpoint(self) -> None:
-        """Fold the WAL back into the database so freed key pages do not linger in it."""
+        """Fold the WAL back into the database so freed key pages do not linger in it.
+
+        A truncating checkpoint costs two fsyncs, more than the transaction itself, so it
+        runs at most every ``_CHECKPOINT_INTERVAL`` seconds: delivered key stays in the WAL
+        for about that long at most (while the KME runs; a restart checkpoints on open).
+        """
+        now = time.monotonic()
+        if now - self._last_checkpoint < _CHECKPOINT_INTERVAL:
+            return
         with self._lock:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._last_checkpoint = now
 
 
 class _Transaction:

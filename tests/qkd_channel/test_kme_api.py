@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import socket
 import ssl
 import uuid
 from pathlib import Path
@@ -17,6 +18,7 @@ from qkd_channel.errors import KMERequestRejected, KMEUnauthorized, KMEUnavailab
 from qkd_channel.kme.certs import issue_link_pki, kme_client_paths, kme_server_paths, sae_paths
 from qkd_channel.kme.client import AsyncKMEClient, KMEClient
 from qkd_channel.kme.config import KeyLimits, LinkEnd
+from qkd_channel.kme.server import bind_socket
 from tests.qkd_channel.conftest import KMEPair, start_pair
 
 STATUS_FIELDS = {
@@ -421,3 +423,10 @@ def test_no_key_material_in_logs(kme_pair: KMEPair, caplog: pytest.LogCaptureFix
             assert encoding not in text
     for chunk in range(0, len(materials[0]), 16):
         assert materials[0][chunk : chunk + 16].hex() not in text
+
+
+def test_listening_socket_is_tcp_so_asyncio_disables_nagle() -> None:
+    """asyncio sets TCP_NODELAY on accepted connections only for proto == IPPROTO_TCP;
+    without it every in-process KME answer waited ~40 ms for a delayed ACK."""
+    with bind_socket() as sock:
+        assert sock.proto == socket.IPPROTO_TCP

@@ -169,10 +169,13 @@ def test_buffer_survives_reopening_and_is_private(tmp_path: Path) -> None:
     _feed((a, b), "blk-1", secrets.token_bytes(64))
     reservation = a.reserve("dev", ["notary"], [64])
     b.apply_peer_allocations(reservation.allocations)
+    files = sorted((tmp_path / "b").iterdir())
+    assert {f.name for f in files} >= {DATABASE_NAME, DATABASE_NAME + "-wal"}
+    for path in files:  # the database and its WAL/shared-memory files
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    assert stat.S_IMODE((tmp_path / "b").stat().st_mode) == 0o700
     a.close()
     b.close()
-    mode = stat.S_IMODE((tmp_path / "b" / DATABASE_NAME).stat().st_mode)
-    assert mode == 0o600
     with KeyStore(tmp_path / "b", kme_id="kme-b", end=LinkEnd.B) as reopened:
         assert reopened.take_keys("notary", "dev", [reservation.keys[0].key_id]) == list(
             reservation.keys
