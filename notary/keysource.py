@@ -154,9 +154,14 @@ class CoalescingKeySource:
         self._max_keys = max_keys
         self._pending: dict[str, list[_Waiter]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: KME round trips made and envelopes served, so the merging is observable.
+        self.round_trips = 0
+        self.requests = 0
 
     async def dec_keys(self, master_sae_id: str, key_ids: Sequence[str]) -> list[QKDKey]:
+        self.requests += 1
         if self._window_s <= 0 or len(key_ids) >= self._max_keys:
+            self.round_trips += 1
             return await self._inner.dec_keys(master_sae_id, key_ids)
         loop = asyncio.get_running_loop()
         waiter = _Waiter(tuple(key_ids), loop.create_future())
@@ -193,6 +198,7 @@ class CoalescingKeySource:
             await self._serve_one(master_sae_id, chunk[0])
             return
         merged = [key_id for waiter in chunk for key_id in waiter.key_ids]
+        self.round_trips += 1
         try:
             keys = await self._inner.dec_keys(master_sae_id, merged)
         except KeysRejected:
@@ -209,6 +215,7 @@ class CoalescingKeySource:
                 waiter.future.set_result([by_id[key_id] for key_id in waiter.key_ids])
 
     async def _serve_one(self, master_sae_id: str, waiter: _Waiter) -> None:
+        self.round_trips += 1
         try:
             keys = await self._inner.dec_keys(master_sae_id, waiter.key_ids)
         except Exception as exc:

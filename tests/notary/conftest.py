@@ -18,11 +18,12 @@ import pytest
 from notary.api import create_app
 from notary.chain.client import ChainClient
 from notary.config import NotarySettings
-from notary.keysource import InMemoryKeySource
+from notary.keysource import CoalescingKeySource, InMemoryKeySource, KMEKeySource
 from notary.service import NotaryService
 from notary.storage.sqlite import SQLiteStore
 from qkd_channel.envelope import Envelope, Mode, keys_needed, seal
 from qkd_channel.keys import QKDKey
+from tests.qkd_channel.conftest import KMEPair, start_pair
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 NOTARY_ID = "notary"
@@ -242,3 +243,64 @@ async def fleet(
         await service.register_device(device_id, sae_id=f"sae-{device_id}")
         devices.append(SimDevice(device_id, f"sae-{device_id}", key_source))
     return devices
+
+
+# -- real KMEs (qkd_channel's KME servers, mutual TLS) ----------------------------------
+KME_SAE_IDS = ("notary", "sensor-1", "sensor-2", "hub")
+
+
+@pytest.fixture(scope="session")
+def notary_kme_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from qkd_channel.kme.certs import issue_link_pki
+
+    directory = tmp_path_factory.mktemp("notary-pki")
+    issue_link_pki(directory, kme_ids=["kme-a", "kme-b"], sae_ids=KME_SAE_IDS)
+    return directory
+
+
+@pytest.fixture
+def kme_link(notary_kme_pki: Path, tmp_path: Path) -> Iterator[KMEPair]:
+    """KME A (devices' side) and KME B (the notary's side) of one link, fed with key."""
+    pair = start_pair(notary_kme_pki, tmp_path)
+    pair.feed(blocks=4, nbytes=4096)
+    try:
+        yield pair
+    finally:
+        for name in list(pair.servers):
+            pair.stop(name)
+
+
+def kme_key_source_for(pair: KMEPair, *, window_s: float = 0.002) -> CoalescingKeySource:
+    """The notary's production key source: coalescing over ETSI 014 with mutual TLS."""
+    from qkd_channel.kme.certs import sae_paths
+    from qkd_channel.kme.client import AsyncKMEClient
+
+    cert, key = sae_paths(pair.pki, "notary")
+    client = AsyncKMEClient(pair.urls["b"], cert=cert, key=key, ca=pair.pki / "ca.crt", timeout=5)
+    return CoalescingKeySource(KMEKeySource(client), window_s=window_s)
+
+
+@dataclass
+class KMEDevice:
+    """A device whose keys come from KME A via enc_keys, as the SDK does."""
+
+    device_id: str
+    sae_id: str
+    pair: KMEPair = field(repr=False)
+    firmware_digest: str = FIRMWARE_A
+    sequence: int = 0
+
+    def seal(self, telemetry: dict[str, Any] | None = None, *, sender: str | None = None):  # type: ignore[no-untyped-def]
+        body = {"firmware_digest": self.firmware_digest, "telemetry": telemetry or {"v": 1}}
+        plaintext = json.dumps(body).encode()
+        with self.pair.client("a", self.sae_id) as kme:
+            keys = kme.enc_keys("notary", number=1, size=8 * keys_needed(Mode.OTP, len(plaintext)))
+        self.sequence += 1
+        return seal(
+            plaintext,
+            sender=sender or self.device_id,
+            recipient=NOTARY_ID,
+            sequence=self.sequence,
+            mode=Mode.OTP,
+            keys=keys,
+        )
