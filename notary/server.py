@@ -18,6 +18,7 @@ from collections.abc import Generator
 import uvicorn
 
 from notary.api.main import create_app
+from notary.logging import configure_logging
 from notary.service import NotaryService
 
 __all__ = ["NotaryServer"]
@@ -87,7 +88,8 @@ class NotaryServer:
             self._socket.close()
 
     async def serve_forever(self) -> None:
-        """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+        """Serve until SIGINT or SIGTERM, then shut down gracefully (JSON logs on stderr)."""
+        configure_logging(self.service.settings.log_level)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
