@@ -43,7 +43,7 @@ async def test_a_busy_session_logs_no_secret(
         await client.post("/v1/admin/devices", json={"device_id": "x2", "sae_id": "s"})
         log_event(logger, logging.INFO, "probe", reason="end")
     finally:
-        handler.setStream(previous)  # type: ignore[arg-type]
+        handler.setStream(previous)
         logger.removeHandler(handler)  # leave logging as other tests expect it
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
