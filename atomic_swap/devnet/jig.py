@@ -182,6 +182,7 @@ class JigEvaluator:
             for asset_id, params in {**state["assets"], **ledger.assets}.items()
             if asset_id in created_assets.get(params["creator"], {asset_id})
         }
+        # Unlike accounts, the binary prints every box that exists after the block.
         ledger.update_boxes(boxes)
         new_state = {
             "accounts": {

@@ -21,6 +21,7 @@ from algosdk.v2client.algod import AlgodClient
 
 from atomic_swap import htlc
 from atomic_swap.devnet.jig import compile_teal
+from atomic_swap.errors import TransactionRejected
 from tests.atomic_swap.conftest import Devnet, as_json, start_devnet
 
 ALGO = 1_000_000
@@ -175,3 +176,41 @@ def test_data_dir_of_another_network_is_refused(tmp_path: Path) -> None:
     start_devnet(tmp_path, "one").stop()
     with pytest.raises(RuntimeError, match="exited"):
         start_devnet(tmp_path, "two")
+
+
+def test_boxes_persist_across_unrelated_blocks_and_can_be_deleted(devnet: Devnet) -> None:
+    key, address = account.generate_account()
+    dispenser = account.address_from_private_key(devnet.dispenser_key)
+    pay = transaction.PaymentTxn(dispenser, devnet.client.suggested_params(), address, 5 * ALGO)
+    htlc.send_group(devnet.client, [pay], devnet.dispenser_key)
+    program = compile_teal(
+        '#pragma version 8\ntxn ApplicationID\nbz ok\ntxna ApplicationArgs 0\nbyte "put"\n==\n'
+        'bnz put\ntxna ApplicationArgs 0\nbyte "del"\n==\nbnz del\n'
+        'byte "b"\nbox_get\nassert\nlog\nb ok\n'
+        'put:\nbyte "b"\nbyte "value"\nbox_put\nb ok\n'
+        'del:\nbyte "b"\nbox_del\nassert\nok:\nint 1\n'
+    )
+    empty = transaction.StateSchema(0, 0)
+    create = transaction.ApplicationCreateTxn(
+        address, devnet.client.suggested_params(), 0, program, program, empty, empty
+    )
+    app_id = htlc.send_group(devnet.client, [create], key).app_id
+    assert app_id is not None
+    fund = transaction.PaymentTxn(
+        address, devnet.client.suggested_params(), get_application_address(app_id), ALGO
+    )
+    htlc.send_group(devnet.client, [fund], key)
+
+    def call(arg: bytes) -> htlc.Submitted:
+        sp = devnet.client.suggested_params()
+        txn = transaction.ApplicationNoOpTxn(address, sp, app_id, [arg], boxes=[(0, b"b")])
+        return htlc.send_group(devnet.client, [txn], key)
+
+    call(b"put")
+    devnet.client.send_transaction(_signed_payment(devnet))  # a block that does not touch it
+    got = call(b"get")
+    info = as_json(devnet.client.pending_transaction_info(got.txids[0]))
+    assert base64.b64decode(info["logs"][0]) == b"value"
+    call(b"del")
+    with pytest.raises(TransactionRejected):
+        call(b"get")
