@@ -13,3 +13,16 @@ __all__ = ["main"]
 @click.group()
 def main() -> None:
     """Permissioned blockchain notary for QKD-authenticated IoT telemetry."""
+
+
+def _register() -> None:
+    from notary.cli.device import device
+    from notary.cli.init import init
+    from notary.cli.receipt import receipt
+    from notary.cli.serve import serve
+
+    for command in (init, serve, device, receipt):
+        main.add_command(command)
+
+
+_register()

@@ -8,7 +8,11 @@ Nothing on the path from device to notary is simulated.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -153,3 +157,84 @@ def start_stack(
         batch_max_latency_s=0.2,
     )
     return Stack(root, pki, kmes, settings)
+
+
+class NotaryProcess:
+    """``qkd-notary serve`` as a real child process (for kill -9 and CLI tests)."""
+
+    def __init__(self, stack: Stack, *, password: str, extra: tuple[str, ...] = ()) -> None:
+        self.stack = stack
+        self.password = password
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = stack.root / "notary-process.log"
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        s = self.stack.settings
+        command = [
+            str(Path(sys.executable).with_name("qkd-notary")),
+            "serve",
+            "--data-dir",
+            str(s.data_dir),
+            "--port",
+            str(self.stack.port),
+            "--kme-url",
+            str(s.kme_url),
+            "--kme-cert",
+            str(s.kme_cert),
+            "--kme-key",
+            str(s.kme_key),
+            "--kme-ca",
+            str(s.kme_ca),
+            "--batch-max-latency-s",
+            str(s.batch_max_latency_s),
+            *self.extra,
+        ]
+        env = {**os.environ, "QKD_NOTARY_KEYSTORE_PASSWORD": self.password}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"qkd-notary serve exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.stack.notary_url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError("qkd-notary serve did not become healthy")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, exactly like a crash or power loss."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def run_cli(*args: str, password: str | None = None, timeout_s: float = 120) -> tuple[int, str]:
+    """Run ``qkd-notary ARGS`` as a process; return (exit code, stdout + stderr)."""
+    env = dict(os.environ)
+    if password is not None:
+        env["QKD_NOTARY_KEYSTORE_PASSWORD"] = password
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("qkd-notary")), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
