@@ -43,6 +43,7 @@ from notary.chain.models import (
 )
 from notary.config import AnchorMode
 from notary.errors import (
+    BatchTooLarge,
     ChainError,
     ChainUnavailable,
     InvalidTransition,
@@ -265,7 +266,16 @@ class AnchoringWorker:
         if batch.mode is AnchorMode.MERKLE:
             tx = await asyncio.to_thread(self._anchor_root, batch, inputs)
         else:
-            tx = await asyncio.to_thread(self._record_batch, inputs)
+            try:
+                tx = await asyncio.to_thread(self._record_batch, inputs)
+            except BatchTooLarge:
+                # Refused at gas estimation, so nothing was sent: halve the batch (the
+                # rest goes back to the outbox) and let the next step send it.
+                if len(records) == 1:
+                    raise
+                await self._store.shrink_batch(batch.batch_id, len(records) // 2)
+                log_event(log, logging.WARNING, "batch too large, halved", batch_id=batch.batch_id)
+                return
         await self._store.mark_batch_anchored(
             batch.batch_id,
             tx_hash=tx.tx_hash,

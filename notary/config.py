@@ -16,7 +16,7 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -76,6 +76,12 @@ class NotarySettings(BaseSettings):
     mqtt_host: str | None = None
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _payloads_need_batch_mode(self) -> NotarySettings:
+        if self.store_payload_on_chain and self.anchor_mode is AnchorMode.MERKLE:
+            raise ValueError("store_payload_on_chain needs anchor_mode=batch")
+        return self
 
     @field_validator("data_dir")
     @classmethod

@@ -229,6 +229,10 @@ class Store(Protocol):
 
     async def set_batch_sent(self, batch_id: int, tx_hash: str) -> None: ...
 
+    async def shrink_batch(self, batch_id: int, keep: int) -> BatchRow:
+        """Return the members after the first ``keep`` of a PENDING, root-less (batch
+        mode) batch to the outbox; used when its transaction would not fit in a block."""
+
     async def mark_batch_anchored(
         self,
         batch_id: int,

@@ -575,6 +575,22 @@ class SQLiteStore:
 
         await self._write(job)
 
+    async def shrink_batch(self, batch_id: int, keep: int) -> BatchRow:
+        def job(conn: sqlite3.Connection) -> BatchRow:
+            batch = _require_batch(conn, batch_id)
+            if batch.status is not BatchStatus.PENDING or batch.root is not None:
+                raise InvalidTransition(f"batch {batch_id} can no longer change its members")
+            if not 1 <= keep < len(batch.record_ids):
+                raise InvalidTransition(f"cannot keep {keep} of {len(batch.record_ids)} records")
+            conn.execute(
+                "UPDATE records SET status = ?, batch_id = NULL, leaf_index = NULL"
+                " WHERE batch_id = ? AND leaf_index >= ?",
+                (RecordStatus.ACCEPTED.value, batch_id, keep),
+            )
+            return _require_batch(conn, batch_id)
+
+        return await self._write(job)
+
     async def mark_batch_anchored(
         self,
         batch_id: int,

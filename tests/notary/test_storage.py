@@ -193,3 +193,16 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
         assert device.last_sequence >= 40
     finally:
         await store.aclose()
+
+
+async def test_shrink_batch_returns_the_tail_to_the_outbox(store: SQLiteStore) -> None:
+    ids = [(await store.accept(new_record("d1", s))).record.record_id for s in (1, 2, 3, 4)]
+    batch = await store.create_batch(AnchorMode.BATCH, ids, None, now=1.0)
+    shrunk = await store.shrink_batch(batch.batch_id, 1)
+    assert shrunk.record_ids == (ids[0],)
+    assert [r.record_id for r in await store.pending_records(10)] == ids[1:]
+    with pytest.raises(InvalidTransition):
+        await store.shrink_batch(batch.batch_id, 1)  # nothing left to give back
+    merkle = await store.create_batch(AnchorMode.MERKLE, ids[1:], "0x" + "aa" * 32, now=2.0)
+    with pytest.raises(InvalidTransition):
+        await store.shrink_batch(merkle.batch_id, 1)  # a fixed root cannot lose leaves
