@@ -291,6 +291,10 @@ def participate(
 @home_option
 @click.option("--app-id", type=int, help="HTLC to claim (participant, with --secret).")
 @click.option("--secret", help="Hex secret (from extract-secret).")
+@click.option(
+    "--min-time-left", callback=_duration_option, default="10m", show_default=True,
+    help="Refuse to reveal the secret to a contract expiring sooner than this.",
+)  # fmt: skip
 @click.option("--kme-url", envvar="QSWAP_KME_URL")
 @click.option("--sae-cert", envvar="QSWAP_SAE_CERT")
 @click.option("--sae-key", envvar="QSWAP_SAE_KEY")
@@ -300,7 +304,7 @@ def participate(
 @_fail_cleanly
 def redeem(
     acceptance: Any, algod_url: str, algod_token: str, account_file: Path, home: Path,
-    app_id: int | None, secret: str | None, **kwargs: Any,
+    app_id: int | None, secret: str | None, min_time_left: int, **kwargs: Any,
 ) -> None:  # fmt: skip
     """Claim the counterparty's HTLC.
 
@@ -315,7 +319,9 @@ def redeem(
         missing = [k for k, v in kme.items() if not v]
         if missing:
             raise click.UsageError(f"opening an acceptance needs --{missing[0].replace('_', '-')}")
-        swap.redeem_acceptance(party, _channel(home, kme), acceptance.read())
+        swap.redeem_acceptance(
+            party, _channel(home, kme), acceptance.read(), min_time_left=min_time_left
+        )
     elif app_id is not None and secret is not None:
         try:
             raw = bytes.fromhex(secret)

@@ -204,8 +204,16 @@ def _offer_terms(offer: Offer) -> htlc.HTLCTerms:
     )
 
 
-def redeem_acceptance(party: Party, channel: TermsChannel, envelope: str) -> htlc.Submitted:
-    """Open the acceptance, audit HTLC_B against our offer, and claim it with the secret."""
+def redeem_acceptance(
+    party: Party, channel: TermsChannel, envelope: str, *, min_time_left: int = 600
+) -> htlc.Submitted:
+    """Open the acceptance, audit HTLC_B against our offer, and claim it with the secret.
+
+    The secret is refused to a contract that expires within ``min_time_left`` seconds: a
+    claim that reaches the network but lands after the deadline fails on chain, yet has
+    already shown the secret to everyone, and the participant could then both refund HTLC_B
+    and claim HTLC_A.
+    """
     acceptance = channel.open(envelope)
     if not isinstance(acceptance, Acceptance):
         raise UnsafeTerms("expected an acceptance, got an offer")
@@ -238,6 +246,12 @@ def redeem_acceptance(party: Party, channel: TermsChannel, envelope: str) -> htl
     verify_htlc(
         read_htlc(party.client, acceptance.app_id), expected, creator=acceptance.participant
     )
+    time_left = acceptance.deadline - latest_timestamp(party.client)
+    if time_left < min_time_left:
+        raise UnsafeTerms(
+            f"not revealing the secret: the participant's contract expires in {time_left} s "
+            f"(minimum {min_time_left} s)"
+        )
     record.acceptance = acceptance.model_dump()
     record.counter_app_id = acceptance.app_id
     party.store.save(record)
@@ -396,6 +410,8 @@ def redeem(party: Party, app_id: int, secret: bytes) -> htlc.Submitted:
     """Claim HTLC ``app_id`` (paying its stored receiver) with ``secret``."""
     onchain = read_htlc(party.client, app_id)
     _require_open(onchain)
+    if onchain.terms.receiver != party.account.address:
+        raise UnsafeTerms(f"application {app_id} pays {onchain.terms.receiver}, not us")
     if htlc.hashlock_of(secret) != onchain.terms.hashlock:
         raise UnsafeTerms(f"the secret does not match application {app_id}'s hashlock")
     me = party.account

@@ -116,6 +116,10 @@ def test_full_swap_through_the_cli(parties: Parties, tmp_path: Path) -> None:
     secret = qswap("extract-secret", "--app-id", str(app_b), env=p.bob).stdout.strip()
     assert secret == record["secret"]
 
+    # Alice cannot use the secret to take the contract she made for Bob.
+    wrong = qswap("redeem", "--app-id", str(app_a), "--secret", secret, env=p.alice, check=False)
+    assert wrong.returncode == 4 and "not us" in wrong.stderr
+
     bob_before = balance(p.alpha, p.bob_address)
     qswap("redeem", "--app-id", str(app_a), "--secret", secret, "--algod-url", p.alpha.url,
           "--algod-token", p.alpha.token, env=p.bob)  # fmt: skip
@@ -169,3 +173,18 @@ def test_offer_altered_in_transit_is_refused(parties: Parties, tmp_path: Path) -
     assert out.returncode == 3 and "authentication" in out.stderr
     assert balance(p.beta, p.bob_address) == before  # nothing was locked
     assert not list(Path(p.bob["QSWAP_HOME"], "swaps").glob("*.json"))
+
+
+def test_initiator_keeps_the_secret_from_a_contract_about_to_expire(
+    parties: Parties, tmp_path: Path
+) -> None:
+    p = parties
+    offer, _ = initiate(p, tmp_path)
+    acceptance = tmp_path / "acceptance.json"
+    participate(p, offer, acceptance, "--lock", "20m", "--min-lock", "10m")
+    bob_record = json.loads(next(Path(p.bob["QSWAP_HOME"], "swaps").glob("*.json")).read_text())
+    out = qswap("redeem", str(acceptance), "--algod-url", p.beta.url, "--algod-token",
+                p.beta.token, "--min-time-left", "30m", env=p.alice, check=False)  # fmt: skip
+    assert out.returncode == 4 and "not revealing the secret" in out.stderr
+    onchain = read_htlc(p.beta.client, int(bob_record["own_app_id"]))
+    assert onchain.state is ContractState.OPEN and onchain.preimage is None
