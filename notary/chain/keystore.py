@@ -62,7 +62,7 @@ def load_signer(path: Path, password: str) -> LocalAccount:
         raise KeystoreError(f"cannot read the keystore {path}") from exc
     try:
         key = Account.decrypt(document, password)
-    except ValueError as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         # eth-account says "MAC mismatch" for a wrong password; say it plainly.
         raise KeystoreError(f"the password does not open the keystore {path}") from exc
     account: LocalAccount = Account.from_key(key)

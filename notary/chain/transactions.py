@@ -242,10 +242,12 @@ class TransactionSender:
     def _mined_revert_reason(self, call: TxParams, gas: int, receipt: TxReceipt) -> str:
         if int(receipt["gasUsed"]) >= gas:
             return f"out of gas ({gas} gas given)"
+        # Replay on the block's post-state: a revert caused by an earlier transaction of
+        # the same block (the usual race) shows up there with its reason.
         replay: TxParams = {**call, "gas": gas}
-        block = int(receipt["blockNumber"]) - 1
+        block = int(receipt["blockNumber"])
         try:
             self.rpc("eth_call", lambda: self._w3.eth.call(replay, block))
         except ContractLogicError as exc:
             return self.reason(exc)
-        return "reverted on-chain; replaying it on the parent block succeeds"
+        return "reverted on-chain; the reason could not be reproduced by replaying it"

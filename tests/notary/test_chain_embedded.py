@@ -1,0 +1,133 @@
+"""The embedded chain: py-evm on SQLite in the data directory survives restarts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_hash.auto import keccak
+from web3 import Web3
+
+from notary.chain import (
+    DEFAULT_EMBEDDED_CHAIN_ID,
+    ChainClient,
+    ChainSettings,
+    MerkleTree,
+    RecordInput,
+    SecurityMode,
+    record_leaf,
+)
+from notary.chain.embedded import EmbeddedChain
+from notary.errors import ChainMisconfigured, EmbeddedChainLocked, TransactionReverted
+
+SIGNER: LocalAccount = Account.from_key(keccak(b"embedded-test-signer"))
+
+
+def rec(tag: str, sequence: int = 1) -> RecordInput:
+    return RecordInput(
+        keccak(tag.encode()), "emb-device", sequence, keccak(b"p" + tag.encode()), SecurityMode.AEAD
+    )
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("embedded")
+
+
+@pytest.fixture(scope="module")
+def client(data_dir: Path) -> Iterator[ChainClient]:
+    chain = ChainClient.open(ChainSettings(data_dir=data_dir), SIGNER)
+    try:
+        yield chain
+    finally:
+        chain.close()
+
+
+def test_first_open_creates_the_chain_and_records_the_deployment(
+    client: ChainClient, data_dir: Path
+) -> None:
+    assert client.embedded and client.chain_id == DEFAULT_EMBEDDED_CHAIN_ID
+    deployment = json.loads((data_dir / "chain.json").read_text())
+    assert deployment["chain_id"] == DEFAULT_EMBEDDED_CHAIN_ID
+    assert (deployment["registry"], deployment["notary"]) == (
+        client.registry_address,
+        client.notary_address,
+    )
+    assert (data_dir / "chain" / EmbeddedChain.DB_NAME).is_file()
+
+
+def test_record_restart_and_read_back_the_same_receipt(tmp_path: Path) -> None:
+    client = ChainClient.open(ChainSettings(data_dir=tmp_path), SIGNER)
+    client.register_device("emb-device", sae_id="SAE-emb", owner=client.address)
+    client.attest_firmware("emb-device", keccak(b"fw"))
+    batch = [rec(f"persist-{i}", i) for i in range(3)]
+    outcome = client.record_batch(batch)
+    tree = MerkleTree.of_records([rec(f"tree-{i}", i) for i in range(5)])
+    anchored = client.anchor_root(
+        tree.root, count=5, first_record_id=keccak(b"tree-0"), last_record_id=keccak(b"tree-4")
+    )
+    head = client.block_number()
+    client.close()
+
+    with ChainClient.open(ChainSettings(data_dir=tmp_path, deploy=False), SIGNER) as reopened:
+        assert reopened.registry_address == client.registry_address
+        assert reopened.block_number() == head
+        assert reopened.transaction_info(outcome.tx.tx_hash) == outcome.tx
+        assert reopened.transaction_info(anchored.tx.tx_hash) == anchored.tx
+        assert reopened.find_record_transaction(batch[1].record_id) == outcome.tx
+        stored = reopened.get_record(batch[2].record_id)
+        assert stored is not None and stored.sequence == 2 and stored.mode is SecurityMode.AEAD
+        leaf = record_leaf(rec("tree-3", 3))
+        assert reopened.verify_inclusion(leaf, tree.proof(leaf), tree.root)
+        device = reopened.get_device("emb-device")
+        assert device is not None and device.trusted and device.attestation_count == 1
+        # The chain keeps growing from where it stopped, with the nonce the node reports.
+        more = reopened.record_batch([rec("after-restart")])
+        assert more.tx.block_number == head + 1
+        assert reopened.record_batch(batch).skipped == tuple(r.record_id for r in batch)
+
+
+def test_blocks_link_up_after_a_restart(tmp_path: Path) -> None:
+    with ChainClient.open(ChainSettings(data_dir=tmp_path), SIGNER) as first:
+        first.record_batch([rec("link-1")])
+    with ChainClient.open(ChainSettings(data_dir=tmp_path), SIGNER) as client:
+        client.record_batch([rec("link-2")])
+        w3: Web3 = client._notary.w3
+        head = w3.eth.block_number
+        assert head == 4  # two deployments and two batches
+        for number in range(1, head + 1):
+            block, parent = w3.eth.get_block(number), w3.eth.get_block(number - 1)
+            assert block["parentHash"] == parent["hash"]
+
+
+def test_second_open_of_the_same_data_dir_is_refused(data_dir: Path, client: ChainClient) -> None:
+    with pytest.raises(EmbeddedChainLocked):
+        ChainClient.open(ChainSettings(data_dir=data_dir), SIGNER)
+
+
+def test_reopening_with_another_chain_id_is_refused(tmp_path: Path) -> None:
+    with ChainClient.open(ChainSettings(data_dir=tmp_path, chain_id=777), SIGNER) as chain:
+        assert chain.chain_id == 777
+    with pytest.raises(ChainMisconfigured, match="chain ID 777"):
+        ChainClient.open(ChainSettings(data_dir=tmp_path, chain_id=778), SIGNER)
+    # The refusal released the lock: the right chain ID opens again.
+    ChainClient.open(ChainSettings(data_dir=tmp_path, chain_id=777), SIGNER).close()
+
+
+def test_reverts_on_the_embedded_chain_carry_decoded_custom_errors(client: ChainClient) -> None:
+    with pytest.raises(TransactionReverted, match=r"UnknownDevice\(deviceId=0x6e6f"):
+        client.attest_firmware("nobody", keccak(b"fw"))
+
+
+def test_estimated_gas_is_enough_and_not_wasteful(client: ChainClient) -> None:
+    """The single-run estimator is exact for our call-free transactions."""
+    batch = [rec(f"gas-{i}", i) for i in range(20)]
+    outcome = client.record_batch(batch)
+    assert len(outcome.recorded) == 20
+    # 3 new storage slots per record: at least 3 x 22,100 gas each, well under 100k.
+    per_record = outcome.tx.gas_used / 20
+    assert 66_300 < per_record < 100_000
