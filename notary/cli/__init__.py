@@ -16,12 +16,13 @@ def main() -> None:
 
 
 def _register() -> None:
+    from notary.cli.demo import demo
     from notary.cli.device import device
     from notary.cli.init import init
     from notary.cli.receipt import receipt
     from notary.cli.serve import serve
 
-    for command in (init, serve, device, receipt):
+    for command in (init, serve, device, receipt, demo):
         main.add_command(command)
 
 
