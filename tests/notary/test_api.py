@@ -217,6 +217,8 @@ async def test_openapi_operation_ids_are_stable(client: httpx.AsyncClient) -> No
         "read_readiness",
         "read_metrics",
     }
+    accepted = spec["paths"]["/v1/telemetry"]["post"]["responses"]["202"]
+    assert accepted["content"]["application/json"]["schema"]["$ref"].endswith("TelemetryAccepted")
     body = spec["paths"]["/v1/telemetry"]["post"]["requestBody"]["content"]
     assert "application/json" in body and "application/octet-stream" in body
     # Stored-row internals never appear in public schemas.
