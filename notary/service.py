@@ -315,12 +315,12 @@ class NotaryService:
     async def refresh_gauges(self) -> None:
         """Update gauges that are cheaper to read on scrape than to track continuously."""
         self.metrics.outbox_depth.set(await self.store.outbox_depth())
-        for device in await self.store.list_devices():
-            if not device.active:
-                continue
-            try:
-                stock = await asyncio.wait_for(self.keys.stock(device.sae_id), timeout=2)
-            except (ServiceUnavailable, TimeoutError):
-                continue
-            if stock is not None:
-                self.metrics.key_stock.labels(device.sae_id).set(stock)
+        sae_ids = sorted({d.sae_id for d in await self.store.list_devices() if d.active})
+        # One status call per distinct SAE (hubs share one), all at once, bounded in time.
+        results = await asyncio.gather(
+            *(asyncio.wait_for(self.keys.stock(sae_id), timeout=2) for sae_id in sae_ids),
+            return_exceptions=True,
+        )
+        for sae_id, stock in zip(sae_ids, results, strict=True):
+            if isinstance(stock, int):
+                self.metrics.key_stock.labels(sae_id).set(stock)
