@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -437,9 +438,13 @@ def status(home: Path, algod_url: str, algod_token: str) -> None:
                     text += " (unreadable)"
             cells.append(text)
         own = _own_msg(record) or {}
-        table.add_row(
-            record.swap_id[:8], record.role, str(record.state), *cells, str(own.get("deadline"))
+        deadline = own.get("deadline")
+        when = (
+            datetime.fromtimestamp(deadline, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+            if isinstance(deadline, int)
+            else "-"
         )
+        table.add_row(record.swap_id[:8], record.role, str(record.state), *cells, when)
     console.print(table)
 
 

@@ -68,7 +68,8 @@ class SwapStore:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        (home / "swaps").mkdir(parents=True, exist_ok=True, mode=0o700)
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds unrevealed secrets
+        (home / "swaps").mkdir(exist_ok=True, mode=0o700)
         self._lock = FileLock(str(home / ".lock"))
 
     def _write(self, path: Path, data: Any) -> None:
