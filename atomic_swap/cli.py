@@ -36,7 +36,7 @@ from atomic_swap.errors import (
 __all__ = ["main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one line per message, for grep and logs
 _EXIT_CODES: list[tuple[type[SwapError], int]] = [
     (EnvelopeRefused, 3),
     (UnsafeTerms, 4),
