@@ -54,7 +54,16 @@ contract TelemetryNotary is AccessControl {
     /// @notice The DeviceRegistry this notary's device IDs refer to.
     address public immutable registry;
 
-    mapping(bytes32 recordId => Record) private _records;
+    /// @dev A record as stored: two full words and `meta`, packed by hand so that writing
+    ///      a record is three plain SSTOREs (bits 0-63 sequence, 64-127 recordedAt,
+    ///      128-191 blockNumber, 192-199 mode, 200 payloadPublished).
+    struct StoredRecord {
+        bytes32 deviceId;
+        bytes32 payloadHash;
+        uint256 meta;
+    }
+
+    mapping(bytes32 recordId => StoredRecord) private _records;
     mapping(bytes32 root => Anchor) private _anchors;
 
     event RecordStored(
@@ -90,8 +99,8 @@ contract TelemetryNotary is AccessControl {
         uint256 length = records.length;
         bool publishing = payloads.length != 0;
         if (publishing && payloads.length != length) revert PayloadCountMismatch(length, payloads.length);
-        uint64 timestamp = uint64(block.timestamp);
-        uint64 blockNumber = uint64(block.number);
+        // recordedAt and blockNumber are the same for every record of the batch.
+        uint256 stamp = (uint256(uint64(block.number)) << 128) | (uint256(uint64(block.timestamp)) << 64);
         for (uint256 i = 0; i < length;) {
             RecordInput calldata input = records[i];
             bytes32 recordId = input.recordId;
@@ -100,20 +109,17 @@ contract TelemetryNotary is AccessControl {
             if (recordId == bytes32(0) || deviceId == bytes32(0) || mode == SecurityMode.Unspecified) {
                 revert InvalidRecord(i);
             }
-            if (_records[recordId].recordedAt != 0) {
+            StoredRecord storage slot = _records[recordId];
+            if (slot.meta != 0) {
                 emit RecordSkipped(deviceId, recordId);
             } else {
+                uint64 sequence = input.sequence;
+                bytes32 payloadHash = input.payloadHash;
                 bool published = publishing && payloads[i].length != 0;
-                _records[recordId] = Record({
-                    deviceId: deviceId,
-                    payloadHash: input.payloadHash,
-                    sequence: input.sequence,
-                    recordedAt: timestamp,
-                    blockNumber: blockNumber,
-                    mode: mode,
-                    payloadPublished: published
-                });
-                emit RecordStored(deviceId, recordId, input.sequence, input.payloadHash, mode);
+                slot.deviceId = deviceId;
+                slot.payloadHash = payloadHash;
+                slot.meta = stamp | sequence | (uint256(mode) << 192) | (published ? 1 << 200 : 0);
+                emit RecordStored(deviceId, recordId, sequence, payloadHash, mode);
                 if (published) emit PayloadPublished(recordId, payloads[i]);
                 ++recorded;
             }
@@ -149,12 +155,22 @@ contract TelemetryNotary is AccessControl {
 
     /// @notice Whether `recordId` was stored by {recordBatch}.
     function isRecorded(bytes32 recordId) external view returns (bool) {
-        return _records[recordId].recordedAt != 0;
+        return _records[recordId].meta != 0;
     }
 
     /// @notice The stored record; `recordedAt == 0` means "no such record".
     function getRecord(bytes32 recordId) external view returns (Record memory) {
-        return _records[recordId];
+        StoredRecord storage stored = _records[recordId];
+        uint256 meta = stored.meta;
+        return Record({
+            deviceId: stored.deviceId,
+            payloadHash: stored.payloadHash,
+            sequence: uint64(meta),
+            recordedAt: uint64(meta >> 64),
+            blockNumber: uint64(meta >> 128),
+            mode: SecurityMode(uint8(meta >> 192)),
+            payloadPublished: (meta >> 200) & 1 == 1
+        });
     }
 
     /// @notice The anchor of `root`; `anchoredAt == 0` means "not anchored".

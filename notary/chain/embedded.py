@@ -52,6 +52,7 @@ from eth_tester.backends.pyevm.serializers import (
 from eth_tester.exceptions import TransactionFailed, TransactionNotFound
 from eth_typing import Address, BlockNumber, Hash32
 from filelock import FileLock, Timeout
+from lru import LRU
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.providers.eth_tester.defaults import API_ENDPOINTS, static_return
 from web3.types import RPCEndpoint, RPCResponse
@@ -79,7 +80,11 @@ class SQLiteKeyValueStore(BaseAtomicDB):
     head only when the block is persisted; :meth:`commit` makes both durable together.
     """
 
+    #: Entries kept in the read cache (trie nodes are re-read constantly while executing).
+    CACHE_ENTRIES = 200_000
+
     def __init__(self, path: Path) -> None:
+        self._cache: LRU[bytes, bytes] = LRU(self.CACHE_ENTRIES)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
@@ -92,24 +97,33 @@ class SQLiteKeyValueStore(BaseAtomicDB):
             self._open = True
 
     def __getitem__(self, key: bytes) -> bytes:
+        cached: bytes | None = self._cache.get(key)
+        if cached is not None:
+            return cached
         row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         if row is None:
             raise KeyError(key)
         value: bytes = row[0]
+        self._cache[key] = value
         return value
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._begin()
         self._conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+        self._cache[key] = value
 
     def __delitem__(self, key: bytes) -> None:
         self._begin()
+        self._cache.pop(key, None)
         if self._conn.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount == 0:
             raise KeyError(key)
 
     def _exists(self, key: bytes) -> bool:
-        query = "SELECT 1 FROM kv WHERE key = ?"
-        return self._conn.execute(query, (key,)).fetchone() is not None
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
 
     @contextmanager
     def atomic_batch(self) -> Iterator[AtomicWriteBatchAPI]:
@@ -128,6 +142,7 @@ class SQLiteKeyValueStore(BaseAtomicDB):
         if self._open:
             self._conn.execute("ROLLBACK")
             self._open = False
+            self._cache.clear()
 
     def get_meta(self, name: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()

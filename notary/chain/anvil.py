@@ -1,0 +1,126 @@
+"""Run the anvil node installed from npm (``@foundry-rs/anvil-linux-amd64``, pinned in
+``contracts/package-lock.json``) for development, tests and benchmarks.
+
+The process listens on a free loopback port; with ``state_file`` it dumps its chain there
+on a graceful stop and loads it again on :meth:`AnvilNode.restart`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from notary.errors import ChainMisconfigured, ChainUnavailable
+
+__all__ = ["ANVIL_BINARY", "ANVIL_CHAIN_ID", "ANVIL_DEV_KEY", "AnvilNode", "free_port"]
+
+ANVIL_BINARY = (
+    Path(__file__).resolve().parents[2]
+    / "contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+)
+#: anvil's first dev account (from its public default mnemonic): for tests only.
+ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+ANVIL_CHAIN_ID = 31337
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class AnvilNode:
+    """One anvil process; ``url`` stays the same across :meth:`restart`."""
+
+    def __init__(
+        self,
+        *,
+        chain_id: int = ANVIL_CHAIN_ID,
+        gas_limit: int = 60_000_000,
+        state_file: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        if not ANVIL_BINARY.is_file():
+            raise ChainMisconfigured(f"{ANVIL_BINARY} missing: run `make node-deps`")
+        self.chain_id = chain_id
+        self.gas_limit = gas_limit
+        self.state_file = state_file
+        self.extra_args = extra_args
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dev_key = ANVIL_DEV_KEY
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        command = [
+            str(ANVIL_BINARY),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--chain-id",
+            str(self.chain_id),
+            "--gas-limit",
+            str(self.gas_limit),
+            "--accounts",
+            "2",
+            "--silent",
+            *self.extra_args,
+        ]
+        if self.state_file is not None:
+            command += ["--state", str(self.state_file)]
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                stderr = self._process.stderr.read().decode() if self._process.stderr else ""
+                raise ChainUnavailable(f"anvil exited at start-up: {stderr}")
+            if self.rpc("eth_chainId") is not None:
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise ChainUnavailable(f"anvil did not answer on {self.url} within {timeout_s}s")
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGINT makes anvil dump ``state_file``), then wait."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        if process.stderr is not None:
+            process.stderr.close()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def rpc(self, method: str, params: list[object] | None = None) -> object | None:
+        """One raw JSON-RPC call; ``None`` if the node does not answer."""
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
+        request = urllib.request.Request(
+            self.url, data=body.encode(), headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                answer = json.loads(response.read())
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+        result: object | None = answer.get("result")
+        return result
