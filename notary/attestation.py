@@ -10,6 +10,7 @@ Every telemetry document carries the digest of the firmware that produced it. Th
 * An operator approval makes a digest the approved one; the device is trusted again as soon
   as its current digest is the approved one.
 * Reporting the same digest again changes nothing and records nothing.
+* A device that has not reported any digest yet is not trusted (nothing is attested).
 
 Records from an untrusted device are still notarised (they are evidence too) and carry the
 trust flag as it was at intake.
@@ -51,4 +52,4 @@ def attest(
 
 def approve(*, current_digest: str | None, digest: str) -> bool:
     """Trust status after an operator approves ``digest``."""
-    return current_digest is None or current_digest == digest
+    return current_digest is not None and current_digest == digest

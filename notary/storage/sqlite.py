@@ -302,7 +302,7 @@ class SQLiteStore:
                 raise DeviceExists(f"device {device_id!r} is already registered")
             conn.execute(
                 f"INSERT INTO devices({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (device_id, sae_id, owner, expected_digest, None, 1, 1, None, now, 0, None),
+                (device_id, sae_id, owner, expected_digest, None, 0, 1, None, now, 0, None),
             )
             _insert_event(conn, device_id, DeviceEventKind.REGISTERED, expected_digest, now, None)
             return _require_device(conn, device_id)
