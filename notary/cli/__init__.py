@@ -16,13 +16,15 @@ def main() -> None:
 
 
 def _register() -> None:
+    from notary.cli.chain import chain
     from notary.cli.demo import demo
     from notary.cli.device import device
     from notary.cli.init import init
+    from notary.cli.keystore import keystore
     from notary.cli.receipt import receipt
     from notary.cli.serve import serve
 
-    for command in (init, serve, device, receipt, demo):
+    for command in (init, serve, device, receipt, demo, keystore, chain):
         main.add_command(command)
 
 
