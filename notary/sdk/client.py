@@ -72,6 +72,7 @@ class ClientStats:
 
     delivered: int = 0  #: envelopes the notary holds a record for
     resent: int = 0  #: of which recognised as resends after a lost answer
+    resealed: int = 0  #: readings sealed again because a crashed notary lost their keys
     rejected: int = 0  #: final refusals (moved to ``rejected/``)
     retries: int = 0  #: transient failures waited out (notary or KME)
     key_bytes: int = 0  #: QKD key material obtained from the KME
@@ -111,6 +112,10 @@ class _ClientBase:
         self._plan: KeyPlan | None = None
         self._session: AEADSession | None = None
         self._queue = SendQueue(Path(queue_dir), device_id=device_id, first_sequence=first_sequence)
+        # Envelopes that may have reached the notary without us learning the outcome: all
+        # those found queued at start-up (a previous run may have sent them) and those that
+        # got no answer or a 5xx. Only for these is a 401 read as "keys lost in a crash".
+        self._uncertain = {item.record_id for item in self._queue.pending()}
 
     @property
     def queue(self) -> SendQueue:
@@ -124,7 +129,9 @@ class _ClientBase:
         self._session = AEADSession(key, max_messages=max_messages, max_age_s=max_age_s)
         return self._session
 
-    def _seal(self, plaintext: bytes, keys: list[QKDKey] | None) -> QueuedEnvelope:
+    def _seal(
+        self, plaintext: bytes, keys: list[QKDKey] | None, origin: str | None = None
+    ) -> QueuedEnvelope:
         item = seal_item(
             plaintext,
             device_id=self.device_id,
@@ -133,19 +140,30 @@ class _ClientBase:
             mode=self.mode,
             keys=keys,
             session=self._session,
+            origin=origin,
         )
         self._queue.put(item)
         return item
 
-    def _settle(self, item: QueuedEnvelope, answer: Answer) -> DeliveryReceipt | None:
-        """Record the outcome of one attempt; ``None`` means retry later."""
-        verdict, receipt = judge(item, answer)
+    def _replace(self, item: QueuedEnvelope, keys: list[QKDKey] | None) -> None:
+        """Seal ``item``'s reading again (new keys, next sequence) at the queue's tail."""
+        self._seal(item.plaintext, keys, origin=item.record_id)
+        self._queue.done(item)
+        self.stats.resealed += 1
+        log.warning("sequence %d re-sealed: the notary lost its keys in a crash", item.sequence)
+
+    def _settle(
+        self, item: QueuedEnvelope, answer: Answer
+    ) -> tuple[Verdict, DeliveryReceipt | None]:
+        """Record the outcome of one attempt (raises ``DeliveryRejected`` for a refusal)."""
+        verdict, receipt = judge(item, answer, uncertain=item.record_id in self._uncertain)
         if verdict is Verdict.DELIVERED:
             assert receipt is not None
             self._queue.done(item)
             self.stats.delivered += 1
             self.stats.resent += receipt.resent
-            return receipt
+            self._uncertain.discard(item.record_id)
+            return verdict, receipt
         if verdict is Verdict.REJECTED:
             self._queue.dead_letter(item, {"status": answer.status, **answer.body})
             self.stats.rejected += 1
@@ -157,8 +175,10 @@ class _ClientBase:
                 sequence=item.sequence,
                 record_id=item.record_id,
             )
-        self.stats.retries += 1
-        return None
+        if verdict is Verdict.RETRY:
+            self.stats.retries += 1
+            self._uncertain.add(item.record_id)
+        return verdict, None
 
     def _backoff(self, attempt: int, retry_after: float | None, deadline: float) -> float | None:
         """Seconds to wait before the next attempt, or ``None`` if past the deadline."""
@@ -235,7 +255,7 @@ class DeviceClient(_ClientBase):
             deadline = self._clock() + self.retry.deadline_s
             item = self._seal(plaintext, self._keys_for(len(plaintext), deadline))
             delivered = self._drain(deadline, until=item)
-            return delivered[item.record_id]
+            return delivered[item.reading_id]
 
     def flush(self) -> list[DeliveryReceipt]:
         """Deliver every queued envelope (e.g. after a restart); oldest first."""
@@ -259,23 +279,32 @@ class DeviceClient(_ClientBase):
     def _drain(
         self, deadline: float, *, until: QueuedEnvelope | None = None
     ) -> dict[str, DeliveryReceipt]:
+        """Deliver the queue head until the queue is empty; results by reading ID."""
         out: dict[str, DeliveryReceipt] = {}
-        for item in self._queue.pending():
+        while pending := self._queue.pending():
+            item = pending[0]
             try:
-                out[item.record_id] = self._deliver(item, deadline)
+                receipt = self._deliver(item, deadline)
             except DeliveryRejected:
-                if until is None or item.record_id == until.record_id:
+                if until is None or item.reading_id == until.reading_id:
                     raise
                 log.warning("older queued envelope %d refused by the notary", item.sequence)
+                continue
+            if receipt is not None:
+                out[item.reading_id] = receipt
         return out
 
-    def _deliver(self, item: QueuedEnvelope, deadline: float) -> DeliveryReceipt:
+    def _deliver(self, item: QueuedEnvelope, deadline: float) -> DeliveryReceipt | None:
+        """Deliver one envelope; ``None`` when its reading was re-sealed at the tail."""
         attempt = 0
         while True:
             answer = self._transport.submit(item)
-            receipt = self._settle(item, answer)
+            verdict, receipt = self._settle(item, answer)
             if receipt is not None:
                 return receipt
+            if verdict is Verdict.RESEAL:
+                self._replace(item, self._keys_for(len(item.plaintext), deadline))
+                return None
             wait = self._backoff(attempt, answer.retry_after, deadline)
             if wait is None:
                 raise self._pending_error(item)
@@ -386,7 +415,7 @@ class AsyncDeviceClient(_ClientBase):
             deadline = self._clock() + self.retry.deadline_s
             item = self._seal(plaintext, await self._keys_for(len(plaintext), deadline))
             delivered = await self._drain(deadline, until=item)
-            return delivered[item.record_id]
+            return delivered[item.reading_id]
 
     async def flush(self) -> list[DeliveryReceipt]:
         """Deliver every queued envelope (e.g. after a restart); oldest first."""
@@ -410,23 +439,32 @@ class AsyncDeviceClient(_ClientBase):
     async def _drain(
         self, deadline: float, *, until: QueuedEnvelope | None = None
     ) -> dict[str, DeliveryReceipt]:
+        """Deliver the queue head until the queue is empty; results by reading ID."""
         out: dict[str, DeliveryReceipt] = {}
-        for item in self._queue.pending():
+        while pending := self._queue.pending():
+            item = pending[0]
             try:
-                out[item.record_id] = await self._deliver(item, deadline)
+                receipt = await self._deliver(item, deadline)
             except DeliveryRejected:
-                if until is None or item.record_id == until.record_id:
+                if until is None or item.reading_id == until.reading_id:
                     raise
                 log.warning("older queued envelope %d refused by the notary", item.sequence)
+                continue
+            if receipt is not None:
+                out[item.reading_id] = receipt
         return out
 
-    async def _deliver(self, item: QueuedEnvelope, deadline: float) -> DeliveryReceipt:
+    async def _deliver(self, item: QueuedEnvelope, deadline: float) -> DeliveryReceipt | None:
+        """Deliver one envelope; ``None`` when its reading was re-sealed at the tail."""
         attempt = 0
         while True:
             answer = await self._transport.submit(item)
-            receipt = self._settle(item, answer)
+            verdict, receipt = self._settle(item, answer)
             if receipt is not None:
                 return receipt
+            if verdict is Verdict.RESEAL:
+                self._replace(item, await self._keys_for(len(item.plaintext), deadline))
+                return None
             wait = self._backoff(attempt, answer.retry_after, deadline)
             if wait is None:
                 raise self._pending_error(item)

@@ -116,6 +116,7 @@ def seal_item(
     mode: Mode,
     keys: list[QKDKey] | None = None,
     session: AEADSession | None = None,
+    origin: str | None = None,
 ) -> QueuedEnvelope:
     """Seal with fresh OTP keys or the current AEAD session; name the record it becomes."""
     if mode is Mode.AEAD:
@@ -133,7 +134,8 @@ def seal_item(
             mode=mode,
             keys=keys,
         )
-    return QueuedEnvelope(envelope, record_id(device_id, sequence, envelope.key_ids))
+    rid = record_id(device_id, sequence, envelope.key_ids)
+    return QueuedEnvelope(envelope, rid, plaintext, origin)
 
 
 @dataclass(frozen=True)
@@ -172,10 +174,23 @@ class Verdict(enum.Enum):
     DELIVERED = "delivered"  #: the notary holds the record
     REJECTED = "rejected"  #: final refusal; resending the same bytes cannot succeed
     RETRY = "retry"  #: transient; resend the same bytes later
+    RESEAL = "reseal"  #: the notary provably lost this envelope's keys; seal the reading anew
 
 
-def judge(item: QueuedEnvelope, answer: Answer) -> tuple[Verdict, DeliveryReceipt | None]:
-    """Classify an answer to the delivery of ``item``."""
+def judge(
+    item: QueuedEnvelope, answer: Answer, *, uncertain: bool = False
+) -> tuple[Verdict, DeliveryReceipt | None]:
+    """Classify an answer to the delivery of ``item``.
+
+    ``uncertain`` says an earlier attempt at this same envelope may have reached the notary
+    (no answer, a 5xx, or the envelope was found queued after a restart). A 401 then has a
+    benign explanation: the notary fetched the keys from its KME (which hands a key out
+    once) and crashed before storing the record. The notary checks byte-identical resends
+    of *accepted* envelopes before anything else (answering 409 with the record ID), so a
+    401 proves it holds no record of this envelope, and sealing the same reading once more
+    under fresh keys and a new sequence number cannot duplicate it. Once only: a reading
+    that was already re-sealed is not re-sealed again.
+    """
     body = answer.body
     if answer.status == 202:
         notary_record = body.get("record_id")
@@ -188,6 +203,8 @@ def judge(item: QueuedEnvelope, answer: Answer) -> tuple[Verdict, DeliveryReceip
         return Verdict.DELIVERED, _receipt(item, {}, resent=True)
     if answer.status in _RETRYABLE or answer.status >= 500:
         return Verdict.RETRY, None
+    if answer.status == 401 and uncertain and item.origin is None and item.plaintext:
+        return Verdict.RESEAL, None
     return Verdict.REJECTED, None
 
 

@@ -9,7 +9,8 @@ naming the record it already made (record IDs are derived from authenticated hea
 Layout of the queue directory (one per device)::
 
     state.json            {"device_id": ..., "next_sequence": N}
-    pending/<seq>.json    {"record_id": "0x...", "envelope": {...JSON form...}}
+    pending/<seq>.json    {"record_id": "0x...", "envelope": {...JSON form...},
+                           "plaintext": "<base64>", "origin": "0x..." | null}
     rejected/<seq>.json   the same, plus the notary's final answer (dead letters)
     .lock                 held by the one client object using the directory
 
@@ -18,14 +19,21 @@ over the target, and the directory is ``fsync``\\ ed, so after power loss each f
 either the old or the new version. The sequence counter is persisted *before* the envelope
 using that number is sealed, so a crash can leave a gap in the sequence (harmless: the
 notary only needs it to rise) but never reuses a number.
+
+The plaintext is kept next to its envelope for one purpose: if the notary crashed after it
+had fetched (and so spent) the envelope's keys but before it stored the record, the resend
+is refused as unauthenticated, and the only way not to lose the reading is to seal it again
+under fresh keys (see :func:`notary.sdk.core.judge`). The queue directory therefore holds
+unsent readings in the clear, like any sensor buffer, and is created with mode 0700.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +55,14 @@ class QueuedEnvelope:
 
     envelope: Envelope
     record_id: str
+    plaintext: bytes = field(repr=False, default=b"")
+    #: Record ID of the first envelope of this reading when this one re-seals it.
+    origin: str | None = None
+
+    @property
+    def reading_id(self) -> str:
+        """Stable across a re-seal: the record ID of the reading's first envelope."""
+        return self.origin or self.record_id
 
     @property
     def sequence(self) -> int:
@@ -151,14 +167,25 @@ class SendQueue:
 
 
 def _encode(item: QueuedEnvelope) -> dict[str, Any]:
-    return {"record_id": item.record_id, "envelope": item.envelope.to_dict()}
+    return {
+        "record_id": item.record_id,
+        "envelope": item.envelope.to_dict(),
+        "plaintext": base64.b64encode(item.plaintext).decode("ascii"),
+        "origin": item.origin,
+    }
 
 
 def _decode(path: Path) -> QueuedEnvelope:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return QueuedEnvelope(Envelope.from_dict(raw["envelope"]), str(raw["record_id"]))
-    except (ValueError, KeyError, TypeError, EnvelopeRejected):
+        origin = raw.get("origin")
+        return QueuedEnvelope(
+            Envelope.from_dict(raw["envelope"]),
+            str(raw["record_id"]),
+            base64.b64decode(raw.get("plaintext", ""), validate=True),
+            str(origin) if origin is not None else None,
+        )
+    except (ValueError, KeyError, TypeError, EnvelopeRejected):  # incl. bad base64
         raise QueueError(f"queue entry {path.name} is corrupt") from None
 
 

@@ -15,13 +15,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import uvicorn
+from eth_hash.auto import keccak
 
 from notary.api import create_app
+from notary.chain.deployment import load_deployment
 from notary.config import NotarySettings, load_or_create_admin_token
 from qkd_channel.kme.certs import issue_link_pki, sae_paths
 from qkd_channel.kme.client import AsyncKMEClient, KMEClient
@@ -238,3 +241,45 @@ def run_cli(*args: str, password: str | None = None, timeout_s: float = 120) -> 
         check=False,
     )
     return done.returncode, done.stdout + done.stderr
+
+
+def init_on_node(stack: Stack, rpc_url: str, password: str) -> None:
+    """``qkd-notary init`` of the stack's data directory on a development node (funded)."""
+    code, out = run_cli(
+        "init",
+        "--data-dir",
+        str(stack.settings.data_dir),
+        "--chain-rpc-url",
+        rpc_url,
+        "--fund-from-node-account",
+        "10",
+        password=password,
+    )
+    assert code == 0, out
+
+
+_RECORD_STORED = "0x" + keccak(b"RecordStored(bytes32,bytes32,uint64,bytes32,uint8)").hex()
+
+
+def record_stored_counts(rpc_url: str, data_dir: Path) -> Counter[str]:
+    """How many ``RecordStored`` events the chain holds per record ID (exactly-once check)."""
+    deployment = load_deployment(data_dir)
+    assert deployment is not None
+    logs = httpx.post(
+        rpc_url,
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "eth_getLogs",
+            "params": [
+                {
+                    "fromBlock": "0x0",
+                    "toBlock": "latest",
+                    "address": deployment.notary,
+                    "topics": [_RECORD_STORED],
+                }
+            ],
+        },
+        timeout=30,
+    ).json()["result"]
+    return Counter(entry["topics"][2].lower() for entry in logs)

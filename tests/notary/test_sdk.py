@@ -439,3 +439,54 @@ async def test_mqtt_transport_delivers_through_the_notary_intake(
     assert [a.sequence for a in acks] == [1, 2, 3]
     assert acks[0].attestation == "first-digest" and acks[0].device_trusted is True
     assert info.value.status == 401
+
+
+class CrashingNotary:
+    """Acts like a notary that fetched the envelope's keys from its KME (spending them)
+    and crashed before storing the record: no answer. Later attempts go through."""
+
+    def __init__(self, stack: Stack) -> None:
+        from notary.sdk import HTTPTransport
+        from qkd_channel.kme.certs import sae_paths
+        from qkd_channel.kme.client import KMEClient
+
+        cert, key = sae_paths(stack.pki, NOTARY_SAE)
+        self.notary_kme = KMEClient(
+            stack.kmes.urls["b"], cert=cert, key=key, ca=stack.pki / "ca.crt"
+        )
+        self.inner = HTTPTransport(stack.notary_url)
+        self.crashed = False
+
+    def submit(self, item: QueuedEnvelope) -> Answer:
+        if not self.crashed:
+            self.crashed = True
+            self.notary_kme.dec_keys("sae-0", item.envelope.key_ids)
+            return Answer(0)
+        return self.inner.submit(item)
+
+    def fetch_receipt(self, rid: str):  # type: ignore[no-untyped-def]
+        return self.inner.fetch_receipt(rid)
+
+    def close(self) -> None:
+        self.notary_kme.close()
+        self.inner.close()
+
+
+def test_reading_is_resealed_once_when_a_crashed_notary_lost_its_keys(
+    stack: Stack, tmp_path: Path
+) -> None:
+    with client(stack, tmp_path, notary=CrashingNotary(stack)) as dev:
+        ack = dev.send({"temp_c": 5.0})
+        assert not dev.queue.pending() and not dev.queue.rejected()
+    assert dev.stats.resealed == 1 and dev.stats.delivered == 1
+    assert ack.sequence == 2  # sequence 1 was the lost envelope
+    receipt = httpx.get(f"{stack.notary_url}/v1/records/{ack.record_id}").json()
+    assert receipt["sequence"] == 2
+    assert notary_device(stack, "dev-0")["last_sequence"] == 2
+
+
+def test_a_401_on_a_first_attempt_is_final_not_resealed(stack: Stack, tmp_path: Path) -> None:
+    with client(stack, tmp_path, notary_id="another-notary") as dev:
+        with pytest.raises(DeliveryRejected):
+            dev.send({"temp_c": 5.0})
+        assert dev.stats.resealed == 0 and dev.stats.key_bytes > 0
