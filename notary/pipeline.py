@@ -104,6 +104,7 @@ class IntakePipeline:
         aead_session_ttl_s: float = 3600.0,
         device_cache_ttl_s: float = 5.0,
         max_sessions: int = 100_000,
+        on_accepted: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -115,6 +116,7 @@ class IntakePipeline:
         self._device_ttl = device_cache_ttl_s
         self._max_sessions = max_sessions
         self._clock = clock
+        self._on_accepted = on_accepted
         self._devices: dict[str, tuple[float, DeviceRow]] = {}
         self._sessions: dict[str, _Session] = {}
         self._retained: dict[str, _Retained] = {}
@@ -147,6 +149,8 @@ class IntakePipeline:
         finally:
             self._metrics.intake_seconds.observe(time.perf_counter() - started)
         self._metrics.accepted.labels(accepted.mode.value, channel).inc()
+        if self._on_accepted is not None:
+            self._on_accepted()
         log_event(
             log,
             logging.DEBUG,

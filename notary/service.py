@@ -130,15 +130,6 @@ class NotaryService:
         self.metrics = metrics or NotaryMetrics()
         self._admin_token = admin_token.encode()
         self._clock = clock
-        self.pipeline = IntakePipeline(
-            store=store,
-            keys=keys,
-            notary_id=settings.notary_id,
-            metrics=self.metrics,
-            max_envelope_bytes=settings.max_envelope_bytes,
-            aead_session_ttl_s=settings.aead_session_ttl_s,
-            clock=clock,
-        )
         self.worker: AnchoringWorker | None = None
         if chain is not None:
             self.worker = AnchoringWorker(
@@ -151,6 +142,16 @@ class NotaryService:
                 metrics=self.metrics,
                 clock=clock,
             )
+        self.pipeline = IntakePipeline(
+            store=store,
+            keys=keys,
+            notary_id=settings.notary_id,
+            metrics=self.metrics,
+            max_envelope_bytes=settings.max_envelope_bytes,
+            aead_session_ttl_s=settings.aead_session_ttl_s,
+            on_accepted=None if self.worker is None else self.worker.notify,
+            clock=clock,
+        )
         self.mqtt: MQTTIntake | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

@@ -219,9 +219,6 @@ class Store(Protocol):
     async def pending_records(self, limit: int) -> list[RecordRow]:
         """ACCEPTED records not in any batch, in acceptance order."""
 
-    async def oldest_pending_accepted_at(self) -> float | None:
-        """Acceptance time of the oldest record still waiting for a batch."""
-
     async def create_batch(
         self, mode: AnchorMode, record_ids: Sequence[str], root: str | None, *, now: float
     ) -> BatchRow:

@@ -525,16 +525,6 @@ class SQLiteStore:
 
         return await self._read(query)
 
-    async def oldest_pending_accepted_at(self) -> float | None:
-        def query(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute(
-                "SELECT MIN(accepted_at) FROM records WHERE status = ?",
-                (RecordStatus.ACCEPTED.value,),
-            ).fetchone()
-            return None if row[0] is None else float(row[0])
-
-        return await self._read(query)
-
     async def create_batch(
         self, mode: AnchorMode, record_ids: Sequence[str], root: str | None, *, now: float
     ) -> BatchRow:
