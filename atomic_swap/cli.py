@@ -184,10 +184,10 @@ def main() -> None:
 @account_option
 @home_option
 @kme_options
-@click.option("--participant", required=True, help="Counterparty's address on this network.")
-@click.option("--amount", type=int, required=True, help="Amount we lock (base units).")
+@click.option("--participant", help="Counterparty's address on this network.")
+@click.option("--amount", type=int, help="Amount we lock (base units).")
 @click.option("--asset", type=int, default=0, show_default=True, help="0 = ALGO, else ASA ID.")
-@click.option("--want-amount", type=int, required=True, help="Amount we want in return.")
+@click.option("--want-amount", type=int, help="Amount we want in return.")
 @click.option("--want-asset", type=int, default=0, show_default=True)
 @click.option("--receive-address", help="Our address on the other network [default: ours].")
 @click.option("--lock", callback=_duration_option, default="48h", show_default=True)
@@ -195,9 +195,9 @@ def main() -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
 @_fail_cleanly
 def initiate(
-    algod_url: str, algod_token: str, account_file: Path, home: Path, participant: str,
-    amount: int, asset: int, want_amount: int, want_asset: int, receive_address: str | None,
-    lock: int, resume_id: str | None, out: Path | None, **kwargs: Any,
+    algod_url: str, algod_token: str, account_file: Path, home: Path, participant: str | None,
+    amount: int | None, asset: int, want_amount: int | None, want_asset: int,
+    receive_address: str | None, lock: int, resume_id: str | None, out: Path | None, **kwargs: Any,
 ) -> None:  # fmt: skip
     """Create a secret, lock our funds in an HTLC and write the sealed offer."""
     from atomic_swap import swap
@@ -206,6 +206,8 @@ def initiate(
     channel = _channel(home, _kme(kwargs))
     if resume_id:
         record, envelope = swap.resume_initiate(party, channel, resume_id)
+    elif participant is None or amount is None or want_amount is None:
+        raise click.UsageError("give --participant, --amount and --want-amount (or --resume)")
     else:
         record, envelope = swap.initiate(
             party, channel, participant=participant, amount=amount, asset_id=asset,

@@ -164,8 +164,9 @@ class DevChain:
             for app_id, state in sorted(acct["local_states"].items())
         ]
         mine = [a for a in ledger["apps"].values() if a["creator"] == address]
-        schema_ints = sum(a["global_ints"] for a in mine)
-        schema_bytes = sum(a["global_bytes"] for a in mine)
+        opted = [ledger["apps"][app_id] for app_id in acct["local_states"]]
+        schema_ints = sum(a["global_ints"] for a in mine) + sum(a["local_ints"] for a in opted)
+        schema_bytes = sum(a["global_bytes"] for a in mine) + sum(a["local_bytes"] for a in opted)
         min_balance = (
             100_000
             + 100_000 * (len(assets) + len(created_apps) + len(local))

