@@ -11,7 +11,6 @@ from rich.console import Console
 
 from notary.cli.common import user_errors
 from notary.config import AnchorMode
-from notary.demo import DemoConfig, run_demo
 from qkd_channel.envelope import Mode
 
 __all__ = ["demo"]
@@ -38,6 +37,8 @@ __all__ = ["demo"]
 def demo(devices: int, messages: int, mode: str, anchor_mode: str, workdir: Path | None) -> None:
     """Two KMEs, the embedded chain, the notary and a fleet of devices; attacks refused,
     a firmware change flagged, every receipt verified on-chain. Exit 0 if all checks hold."""
+    from notary.demo import DemoConfig, run_demo  # the demo package imports CLI helpers
+
     logging.basicConfig(level=logging.ERROR)
     config = DemoConfig(
         devices=devices,

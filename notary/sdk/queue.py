@@ -83,8 +83,9 @@ class SendQueue:
     def __init__(self, directory: Path, *, device_id: str, first_sequence: int = 1) -> None:
         self.directory = Path(directory)
         self.device_id = device_id
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         for sub in ("pending", "rejected"):
-            (self.directory / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+            (self.directory / sub).mkdir(exist_ok=True, mode=0o700)
         self._lock = FileLock(self.directory / ".lock", thread_local=False)
         try:
             self._lock.acquire(timeout=0)

@@ -287,6 +287,7 @@ def test_sequence_numbers_are_never_handed_out_twice(tmp_path: Path) -> None:
     state = json.loads((tmp_path / "q" / "state.json").read_text())
     assert state == {"device_id": "dev-0", "next_sequence": 5}
     assert oct(os.stat(tmp_path / "q" / "state.json").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(tmp_path / "q").st_mode & 0o777) == "0o700"
 
 
 def test_bad_telemetry_is_refused_before_any_key_is_spent(stack: Stack, tmp_path: Path) -> None:

@@ -1,0 +1,307 @@
+"""Notary benchmark (not a test): intake throughput, time to anchor, key consumption.
+
+Everything runs as on a deployment: two ``qkd-kme serve`` processes, anvil, and
+``qkd-notary serve`` as its own process; the load generator (this process) drives 50
+concurrent devices through the SDK. Prints one summary line:
+
+* ``e2e``: envelopes accepted per second over HTTP, 50 devices, each message's keys
+  obtained with ``enc_keys`` from the device KME and fetched by the notary with
+  ``dec_keys`` (the full path); device send queues live on tmpfs so the device-side
+  ``fsync`` of this single load-generator process does not masquerade as notary cost;
+* ``prefetched``: the same with keys obtained and envelopes sealed beforehand, so only
+  the notary's work (HTTP, ``dec_keys``, MAC, decrypt, outbox) is timed;
+* ``merkle``/``batch`` p50/p99: seconds from ``send`` to the receipt reading anchored,
+  at a moderate load, per anchoring mode;
+* ``key``: QKD key bytes consumed per message against the minimum (payload + 32).
+
+Usage: ``python scripts/bench_notary.py [--devices 50] [--seconds 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from notary.demo.infrastructure import NOTARY_SAE, KMEPair
+from notary.sdk import AsyncDeviceClient, RetryPolicy
+from notary.sdk.core import build_document
+from qkd_channel.envelope import Mode, keys_needed, seal
+from qkd_channel.kme.certs import sae_paths
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for the tests' anvil runner
+from tests.conftest import AnvilNode
+
+FIRMWARE = "ab" * 32
+PASSWORD = "bench-only-password"
+BIN = Path(sys.executable).parent
+
+
+def telemetry(n: int) -> dict[str, object]:
+    return {"kwh": 1234.5 + n, "v": 229.7, "a": 4.21, "n": n}
+
+
+class Notary:
+    """``qkd-notary init`` + ``serve`` on anvil, in a data directory of its own."""
+
+    def __init__(self, root: Path, kmes: KMEPair, rpc_url: str, mode: str, port: int) -> None:
+        self.data_dir = root / f"notary-{mode}"
+        self.url = f"http://127.0.0.1:{port}"
+        cert, key = sae_paths(kmes.pki, NOTARY_SAE)
+        env = {
+            **os.environ,
+            "QKD_NOTARY_KEYSTORE_PASSWORD": PASSWORD,
+            "QKD_NOTARY_LOG_LEVEL": "WARNING",
+        }
+        subprocess.run(
+            [
+                BIN / "qkd-notary",
+                "init",
+                "--data-dir",
+                self.data_dir,
+                "--chain-rpc-url",
+                rpc_url,
+                "--fund-from-node-account",
+                "100",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        log = (root / f"notary-{mode}.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                BIN / "qkd-notary",
+                "serve",
+                "--data-dir",
+                self.data_dir,
+                "--port",
+                str(port),
+                "--kme-url",
+                kmes.urls["kme-b"],
+                "--kme-cert",
+                cert,
+                "--kme-key",
+                key,
+                "--kme-ca",
+                kmes.pki / "ca.crt",
+                "--chain-rpc-url",
+                rpc_url,
+                "--anchor-mode",
+                mode,
+                "--batch-size",
+                "256",
+                "--batch-max-latency-s",
+                "0.5",
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("notary did not start") from None
+            time.sleep(0.1)
+        token = (self.data_dir / "admin.token").read_text().strip()
+        self.admin = {"Authorization": f"Bearer {token}"}
+
+    def register(self, devices: list[str]) -> None:
+        with httpx.Client(base_url=self.url, headers=self.admin) as http:
+            for d in devices:
+                http.post(
+                    "/v1/admin/devices", json={"device_id": d, "sae_id": f"sae-{d}"}
+                ).raise_for_status()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def clients(
+    kmes: KMEPair, notary: Notary, devices: list[str], queues: Path, first_sequence: int = 1
+) -> list[AsyncDeviceClient]:
+    return [
+        AsyncDeviceClient(
+            d,
+            kme=kmes.device_kme(f"sae-{d}"),
+            notary=notary.url,
+            firmware_digest=FIRMWARE,
+            queue_dir=queues / d,
+            notary_sae_id=NOTARY_SAE,
+            retry=RetryPolicy(initial_s=0.05, max_s=1.0, deadline_s=60),
+            first_sequence=first_sequence,
+        )
+        for d in devices
+    ]
+
+
+async def close_all(fleet: list[AsyncDeviceClient]) -> None:
+    for c in fleet:
+        await c.aclose()
+
+
+async def e2e(
+    kmes: KMEPair, notary: Notary, devices: list[str], seconds: float, queues: Path
+) -> tuple[float, float]:
+    """Accepted/s through the SDK (KME round trips included); key bytes per message."""
+    fleet = clients(kmes, notary, devices, queues)
+    sent = 0
+    stop_at = time.monotonic() + seconds
+
+    async def run(c: AsyncDeviceClient) -> None:
+        nonlocal sent
+        n = 0
+        while time.monotonic() < stop_at:
+            await c.send(telemetry(n))
+            n += 1
+            sent += 1
+
+    start = time.monotonic()
+    await asyncio.gather(*(run(c) for c in fleet))
+    elapsed = time.monotonic() - start
+    key_bytes = sum(c.stats.key_bytes for c in fleet)
+    await close_all(fleet)
+    return sent / elapsed, key_bytes / max(sent, 1)
+
+
+async def prefetched(kmes: KMEPair, notary: Notary, devices: list[str], per_device: int) -> float:
+    """Accepted/s with keys fetched and envelopes sealed before the clock starts."""
+    sealed: dict[str, list[bytes]] = {}
+    for d in devices:
+        kme = kmes.device_kme(f"sae-{d}")
+        out = []
+        for i in range(per_device):
+            plaintext = build_document(FIRMWARE, telemetry(i))
+            keys = await kme.enc_keys(NOTARY_SAE, size=8 * keys_needed(Mode.OTP, len(plaintext)))
+            env = seal(
+                plaintext,
+                sender=d,
+                recipient="notary",
+                sequence=10**9 + i,
+                mode=Mode.OTP,
+                keys=keys,
+            )
+            out.append(env.to_json().encode())
+        await kme.aclose()
+        sealed[d] = out
+    limits = httpx.Limits(max_connections=len(devices))
+    async with httpx.AsyncClient(base_url=notary.url, limits=limits, timeout=30) as http:
+
+        async def run(d: str) -> int:
+            ok = 0
+            for body in sealed[d]:
+                r = await http.post(
+                    "/v1/telemetry", content=body, headers={"Content-Type": "application/json"}
+                )
+                ok += r.status_code == 202
+            return ok
+
+        start = time.monotonic()
+        accepted = sum(await asyncio.gather(*(run(d) for d in devices)))
+        elapsed = time.monotonic() - start
+    if accepted != len(devices) * per_device:
+        raise RuntimeError(
+            f"only {accepted} of {len(devices) * per_device} pre-sealed envelopes accepted"
+        )
+    return accepted / elapsed
+
+
+async def time_to_anchor(
+    kmes: KMEPair, notary: Notary, devices: list[str], per_device: int, queues: Path
+) -> tuple[float, float]:
+    """p50/p99 seconds from send() to the receipt reading ``anchored``."""
+    fleet = clients(kmes, notary, devices, queues, first_sequence=2 * 10**9)
+    started: dict[str, float] = {}
+    anchored: dict[str, float] = {}
+
+    async def run(c: AsyncDeviceClient) -> None:
+        for n in range(per_device):
+            t0 = time.monotonic()
+            ack = await c.send(telemetry(n))
+            started[ack.record_id] = t0
+            await asyncio.sleep(0.2)
+
+    async def poll(http: httpx.AsyncClient, done: asyncio.Event) -> None:
+        while not (done.is_set() and len(anchored) == len(started)):
+            for rid in [r for r in started if r not in anchored]:
+                if (await http.get(f"/v1/records/{rid}")).json()["status"] == "anchored":
+                    anchored[rid] = time.monotonic()
+            await asyncio.sleep(0.05)
+
+    done = asyncio.Event()
+    async with httpx.AsyncClient(base_url=notary.url, timeout=30) as http:
+        poller = asyncio.create_task(poll(http, done))
+        await asyncio.gather(*(run(c) for c in fleet))
+        done.set()
+        await asyncio.wait_for(poller, 120)
+    await close_all(fleet)
+    latencies = sorted(anchored[r] - started[r] for r in started)
+    return statistics.median(latencies), latencies[
+        min(len(latencies) - 1, int(0.99 * len(latencies)))
+    ]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--prefetched-per-device", type=int, default=40)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-notary-"))
+    queues = Path(
+        tempfile.mkdtemp(
+            prefix="bench-queues-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None
+        )
+    )
+    names = [f"d{i:02d}" for i in range(args.devices)]
+    kmes = KMEPair(root, [f"sae-{d}" for d in names], buffer_bits=400_000_000)
+    anvil = AnvilNode()
+    notaries: list[Notary] = []
+    try:
+        kmes.start()
+        kmes.supply(blocks=160, block_bytes=64 * 1024)  # 10 MiB shared, 5 MiB per link end
+        anvil.start()
+        merkle = Notary(root, kmes, anvil.url, "merkle", 18_481)
+        notaries.append(merkle)
+        merkle.register(names)
+        rate_e2e, key_per_msg = await e2e(kmes, merkle, names, args.seconds, queues / "e2e")
+        rate_pre = await prefetched(kmes, merkle, names, args.prefetched_per_device)
+        m50, m99 = await time_to_anchor(kmes, merkle, names, 4, queues / "lat-merkle")
+        merkle.stop()
+        batch = Notary(root, kmes, anvil.url, "batch", 18_482)
+        notaries.append(batch)
+        batch.register(names)
+        b50, b99 = await time_to_anchor(kmes, batch, names, 4, queues / "lat-batch")
+    finally:
+        for n in notaries:
+            if n.process.poll() is None:
+                n.stop()
+        anvil.stop()
+        kmes.stop()
+        shutil.rmtree(queues, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+    minimum = len(build_document(FIRMWARE, telemetry(0))) + 32
+    print(
+        f"bench_notary: devices={args.devices} e2e={rate_e2e:.0f} env/s "
+        f"prefetched={rate_pre:.0f} env/s merkle_anchor_p50={m50:.2f}s p99={m99:.2f}s "
+        f"batch_anchor_p50={b50:.2f}s p99={b99:.2f}s "
+        f"key={key_per_msg:.1f} B/msg (minimum {minimum} B = payload+32)"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
