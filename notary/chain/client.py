@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import Address
@@ -44,7 +44,7 @@ from notary.chain.models import (
     encode_device_id,
 )
 from notary.chain.reverts import RevertDecoder
-from notary.chain.settings import DEFAULT_EMBEDDED_CHAIN_ID, ChainSettings
+from notary.chain.settings import ChainSettings
 from notary.chain.transactions import TransactionSender, hex0x
 from notary.errors import (
     ChainError,
@@ -56,7 +56,6 @@ from notary.errors import (
 __all__ = ["ChainClient"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _RECORD_STORED = keccak(text="RecordStored(bytes32,bytes32,uint64,bytes32,uint8)")
 _RECORD_SKIPPED = keccak(text="RecordSkipped(bytes32,bytes32)")
@@ -96,7 +95,7 @@ class ChainClient:
             balance = settings.embedded_genesis_balance_wei
             embedded = EmbeddedChain(
                 settings.data_dir / "chain",
-                chain_id=settings.chain_id or DEFAULT_EMBEDDED_CHAIN_ID,
+                chain_id=settings.chain_id,
                 genesis_alloc={Address(bytes.fromhex(signer.address[2:])): balance},
                 gas_limit=settings.embedded_gas_limit,
             )

@@ -57,6 +57,7 @@ from web3.providers.eth_tester import EthereumTesterProvider
 from web3.providers.eth_tester.defaults import API_ENDPOINTS, static_return
 from web3.types import RPCEndpoint, RPCResponse
 
+from notary.chain.settings import DEFAULT_EMBEDDED_CHAIN_ID
 from notary.errors import ChainMisconfigured, EmbeddedChainLocked
 
 __all__ = [
@@ -224,31 +225,36 @@ class PersistentPyEVMBackend(PyEVMBackend):  # type: ignore[misc]
         self,
         store: SQLiteKeyValueStore,
         *,
-        chain_id: int,
+        chain_id: int | None,
         genesis_alloc: Mapping[Address, int],
         gas_limit: int,
     ) -> None:
+        """Open the chain in ``store``, or create it (``chain_id`` or the default).
+
+        ``chain_id=None`` accepts whatever chain the store holds.
+        """
         self._store = store
         self.account_keys = ()
-        chain_class = _chain_class(chain_id)
         stored_id = store.get_meta("chain_id")
-        if stored_id is None:
+        if stored_id is not None and chain_id is not None and int(stored_id) != chain_id:
+            raise ChainMisconfigured(
+                f"the embedded chain was created with chain ID {stored_id}, "
+                f"but chain ID {chain_id} is configured"
+            )
+        if stored_id is not None:
+            self.chain = _chain_class(int(stored_id))(store)
+        else:
+            chain_id = DEFAULT_EMBEDDED_CHAIN_ID if chain_id is None else chain_id
             params = get_default_genesis_params({"gas_limit": gas_limit})
             state: dict[Address, AccountDetails] = {
                 address: {"balance": wei, "nonce": 0, "code": b"", "storage": {}}
                 for address, wei in genesis_alloc.items()
             }
-            self.chain = chain_class.from_genesis(store, params, state)
+            genesis = _chain_class(chain_id).from_genesis(store, params, state)
+            self.chain = cast(MiningChain, genesis)
             store.set_meta("format", _FORMAT)
             store.set_meta("chain_id", str(chain_id))
             store.commit()
-        elif int(stored_id) != chain_id:
-            raise ChainMisconfigured(
-                f"the embedded chain was created with chain ID {stored_id}, "
-                f"but chain ID {chain_id} is configured"
-            )
-        else:
-            self.chain = chain_class(store)
 
     def reset_to_genesis(self, *args: Any, **kwargs: Any) -> None:
         raise ChainMisconfigured("a persistent embedded chain is never reset to genesis")
@@ -348,7 +354,7 @@ class EmbeddedChain:
         self,
         directory: Path,
         *,
-        chain_id: int,
+        chain_id: int | None,
         genesis_alloc: Mapping[Address, int],
         gas_limit: int,
     ) -> None:
@@ -368,7 +374,8 @@ class EmbeddedChain:
         except BaseException:
             self._lock.release()
             raise
-        self.provider = SerializedTesterProvider(EthereumTester(backend=backend), chain_id=chain_id)
+        tester = EthereumTester(backend=backend)
+        self.provider = SerializedTesterProvider(tester, chain_id=backend.chain.chain_id)
 
     @classmethod
     def exists(cls, directory: Path) -> bool:

@@ -24,7 +24,8 @@ class ChainSettings:
 
     data_dir: Path
     rpc_url: str | None = None
-    #: Refuse to start unless the node reports this chain ID (embedded: the chain's ID).
+    #: Refuse to start unless the node reports this chain ID. Embedded: the ID of a new
+    #: chain (default 424242); ``None`` accepts the ID of an existing one.
     chain_id: int | None = None
     registry_address: str | None = None
     notary_address: str | None = None

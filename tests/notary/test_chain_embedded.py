@@ -114,8 +114,9 @@ def test_reopening_with_another_chain_id_is_refused(tmp_path: Path) -> None:
         assert chain.chain_id == 777
     with pytest.raises(ChainMisconfigured, match="chain ID 777"):
         ChainClient.open(ChainSettings(data_dir=tmp_path, chain_id=778), SIGNER)
-    # The refusal released the lock: the right chain ID opens again.
-    ChainClient.open(ChainSettings(data_dir=tmp_path, chain_id=777), SIGNER).close()
+    # The refusal released the lock; without a configured ID the stored one is used.
+    with ChainClient.open(ChainSettings(data_dir=tmp_path), SIGNER) as again:
+        assert again.chain_id == 777
 
 
 def test_reverts_on_the_embedded_chain_carry_decoded_custom_errors(client: ChainClient) -> None:
