@@ -8,7 +8,7 @@
   from the node's pending count after any failure or restart);
 * a send that failed in transit is retried with the *same signed bytes* and only after
   asking the node whether the transaction already arrived, so nothing executes twice; if
-  the node disappears while we wait, the caller gets
+  the node disappears while we send or wait, the caller gets
   :class:`~notary.errors.TransactionNotConfirmed` with the hash to look up later;
 * a transaction is done when its block has ``confirmations - 1`` blocks on top and its
   receipt still points at the same block; a mined revert raises
@@ -122,7 +122,15 @@ class TransactionSender:
                 transaction["to"] = to
             signed = self._signer.sign_transaction(transaction)
             tx_hash = hex0x(signed.hash)
-            self._send(what, bytes(signed.raw_transaction), tx_hash)
+            try:
+                self._send(what, bytes(signed.raw_transaction), tx_hash)
+            except ChainUnavailable as exc:
+                # A send that timed out may still have reached the node: hand out the hash.
+                raise TransactionNotConfirmed(
+                    f"the node became unreachable while {what} transaction {tx_hash} was "
+                    "being sent; it may or may not have arrived",
+                    tx_hash=tx_hash,
+                ) from exc
         receipt = self._wait(what, tx_hash)
         if receipt["status"] != 1:
             reason = self._mined_revert_reason(call, gas, receipt)

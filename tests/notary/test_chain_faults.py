@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -300,3 +301,43 @@ def test_confirmations_wait_for_blocks_on_top(anvil_factory: AnvilFactory, tmp_p
         timer.join()
         assert time.monotonic() - started >= 0.3
         assert client.block_number() >= outcome.tx.block_number + 2
+
+
+def test_send_lost_in_transit_is_not_resent_once_the_node_has_it(
+    deployed: ChainClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node got the transaction but the answer was lost: the retry asks first and
+    does not send again, so exactly one transaction lands."""
+    w3 = deployed._notary.w3
+    real_send = w3.eth.send_raw_transaction
+    calls: list[bytes] = []
+
+    def lossy(raw: bytes) -> object:
+        calls.append(raw)
+        real_send(raw)
+        raise requests.ConnectionError("answer lost")
+
+    monkeypatch.setattr(w3.eth, "send_raw_transaction", lossy)
+    start = deployed.block_number()
+    outcome = deployed.record_batch([rec("lost-answer")])
+    assert len(calls) == 1
+    assert outcome.tx.block_number == start + 1 == deployed.block_number()
+
+
+def test_send_that_never_gets_through_reports_the_hash(
+    deployed: ChainClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w3 = deployed._notary.w3
+
+    def down(raw: bytes) -> object:
+        raise requests.ConnectionError("refused")
+
+    monkeypatch.setattr(w3.eth, "send_raw_transaction", down)
+    fast = dataclasses.replace(deployed._tx._settings, retry=fast_retry())
+    monkeypatch.setattr(deployed._tx, "_settings", fast)
+    with pytest.raises(TransactionNotConfirmed, match="may or may not have arrived") as unsent:
+        deployed.record_batch([rec("never-sent")])
+    monkeypatch.undo()
+    assert deployed.transaction_info(unsent.value.tx_hash) is None
+    # The nonce was not burnt: the next batch goes through.
+    assert deployed.record_batch([rec("never-sent")]).recorded == (keccak(b"never-sent"),)
