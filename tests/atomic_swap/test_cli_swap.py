@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from algosdk import transaction
 
+from atomic_swap.accounts import load_account
 from atomic_swap.audit import ContractState, read_htlc
+from atomic_swap.htlc import send_group
 from tests.atomic_swap.conftest import ALGO, KMELink, Node, qswap
 
 
@@ -51,13 +54,16 @@ def parties(tmp_path: Path, networks: tuple[Node, Node], kme_link: KMELink) -> P
             "ALGOD_TOKEN": home_net.token,
             **kme_link.sae_env(end, sae, peer),
         }
-    # Both parties need funds on their own network and fees on the other one.
-    for node, name, algos in ((alpha, "alice", "10"), (beta, "bob", "10"),
-                              (alpha, "bob", "1"), (beta, "alice", "1")):  # fmt: skip
-        qswap(
-            "account", "fund", addresses[name], "--algos", algos, "--from", str(node.funder),
-            "--algod-url", node.url, "--algod-token", node.token, env={},
-        )  # fmt: skip
+    # Both parties need funds on their own network and fees on the other one: one group per
+    # network (the CLI's `account fund` is exercised by advance_clock below).
+    for node, own, other in ((alpha, "alice", "bob"), (beta, "bob", "alice")):
+        funder = load_account(node.funder)
+        sp = node.client.suggested_params()
+        pays = [
+            transaction.PaymentTxn(funder.address, sp, addresses[own], 10 * ALGO),
+            transaction.PaymentTxn(funder.address, sp, addresses[other], 1 * ALGO),
+        ]
+        send_group(node.client, pays, funder.private_key)
     bob_env = {
         **envs["bob"],
         "INITIATOR_ALGOD_URL": alpha.url,
