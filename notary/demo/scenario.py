@@ -326,9 +326,9 @@ def _summary(console: Console, config: DemoConfig, outcome: DemoOutcome, supplie
         table.add_row(f"rejected: {reason}", str(count))
     table.add_row("devices flagged (firmware change)", ", ".join(outcome.flagged) or "-")
     table.add_row(
-        "QKD key consumed by the notary",
-        f"{outcome.key_bits:,} bits ({config.mode.value}, of {supplied:,} supplied)",
+        "QKD key consumed by the notary", f"{outcome.key_bits:,} bits ({config.mode.value})"
     )
+    table.add_row("key blocks given to both KMEs", f"{supplied:,} bits")
     table.add_row("anchoring", config.anchor_mode.value)
     table.add_row("elapsed", f"{outcome.elapsed_s:.1f} s")
     console.print(table)

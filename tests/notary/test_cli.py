@@ -35,11 +35,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_pki(tmp_path_factory.mktemp("cli-pki"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def served(
-    pki: Path, tmp_path: Path, anvil_factory: AnvilFactory
+    pki: Path, tmp_path_factory: pytest.TempPathFactory, anvil_factory: AnvilFactory
 ) -> Iterator[tuple[Stack, NotaryProcess, AnvilNode]]:
-    stack = start_stack(tmp_path, pki)
+    """One initialised notary on anvil, shared by the module's tests (distinct devices)."""
+    stack = start_stack(tmp_path_factory.mktemp("cli-stack"), pki)
     node = anvil_factory()
     data_dir = str(stack.settings.data_dir)
     code, out = run_cli(
