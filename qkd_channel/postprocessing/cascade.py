@@ -17,9 +17,17 @@ the textbook protocol:
   and the left half; a one-bit block needs no question; in pass 2 and later the last
   top-level block follows from the whole-key parity that pass 1 revealed.
 * **Lock-step, batched search.** All searches that cannot interfere run together: one
-  message per tree level carries every query. Blocks are picked smallest first and a
-  block is postponed while it shares a bit with a smaller block being searched, which is
-  the order a sequential implementation would use, so batching costs no extra disclosure.
+  message per tree level carries every query, and new searches join as soon as a block
+  turns odd. Blocks are picked smallest first and a block waits while it shares a bit
+  with a block being searched, the order a sequential implementation would use, so
+  batching costs no extra disclosure. The block parities of passes 1-3 are asked for
+  together (they are fixed by Alice's key, so asking early costs nothing), then those of
+  the remaining passes together.
+* **Cheap late passes.** Passes 4+ (two half-key blocks) split the key by one random bit
+  per position instead of a shuffle; a half is only ordered for a search if it turns odd.
+
+Messages: see :mod:`qkd_channel.postprocessing.cascade_wire`. ``CascadeStats.exchanges``
+counts request/answer pairs (the same at both ends).
 
 Every correction is made at a position where Bob's and Alice's bits really differ (each
 search runs against a snapshot of Bob's key and ends on a single bit whose parity
