@@ -7,9 +7,17 @@ import secrets
 from pathlib import Path
 
 from atomic_swap.devnet.chain import DISPENSER_FILE, DevChain
+from atomic_swap.devnet.process import DevnetProcess
 from atomic_swap.devnet.server import create_app
 
-__all__ = ["DISPENSER_FILE", "TOKEN_FILE", "DevChain", "create_app", "load_or_create_token"]
+__all__ = [
+    "DISPENSER_FILE",
+    "TOKEN_FILE",
+    "DevChain",
+    "DevnetProcess",
+    "create_app",
+    "load_or_create_token",
+]
 
 TOKEN_FILE = "algod.token"
 
