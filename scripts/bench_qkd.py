@@ -4,7 +4,7 @@ Prints, in one run:
 
 * Cascade reconciliation efficiency ``f = disclosed / (n h(QBER))`` and throughput (Mbit/s
   of sifted key reconciled, both parties in two threads over the in-memory channel) at
-  QBER 1, 2, 5 and 8 % on ``--cascade-bits``-bit blocks;
+  QBER 1, 2, 5 and 8 % on ``--cascade-bits``-bit blocks, measured by ``bench_cascade.py``;
 * Toeplitz privacy-amplification throughput at 1 Mbit and 16 Mbit input blocks;
 * simulated end-to-end secret key per CPU second (photon simulation + the full two-party
   post-processing over an authenticated in-memory channel) against the link model's
@@ -23,15 +23,15 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from bench_cascade import CascadePoint, bench_cascade  # sibling script: one Cascade measurement
 
 from qkd_channel.link import BRISTOL_CLAVIS2, LinkParameters, finite_key_rate, simulate
-from qkd_channel.link.analytic import binary_entropy, secret_key_rate
+from qkd_channel.link.analytic import secret_key_rate
 from qkd_channel.postprocessing.authentication import (
     AuthenticatedChannel,
     AuthenticationKeyPool,
     Role,
 )
-from qkd_channel.postprocessing.cascade import reconcile_alice, reconcile_bob
 from qkd_channel.postprocessing.channel import InMemoryChannel
 from qkd_channel.postprocessing.estimation import EstimationSettings
 from qkd_channel.postprocessing.privacy import seed_bits, toeplitz_hash
@@ -56,29 +56,6 @@ def _two_parties(alice: Any, bob: Any) -> tuple[Any, Any]:
     out["alice"] = alice()
     thread.join()
     return out["alice"], out["bob"]
-
-
-def bench_cascade(qber: float, bits: int, runs: int) -> tuple[float, float]:
-    """Mean efficiency and throughput (Mbit/s) of Cascade at ``qber`` on ``bits``-bit keys."""
-    rng = np.random.default_rng(int(qber * 1e4))
-    efficiencies, elapsed = [], 0.0
-    for _ in range(runs):
-        alice_key = rng.integers(0, 2, bits, dtype=np.uint8)
-        bob_key = alice_key.copy()
-        errors = rng.choice(bits, size=round(qber * bits), replace=False)
-        bob_key[errors] ^= 1
-        a, b = InMemoryChannel.pair()
-        start = time.perf_counter()
-        stats, (corrected, _) = _two_parties(
-            lambda a=a, key=alice_key: reconcile_alice(a, key, qber=qber),
-            lambda b=b, key=bob_key: reconcile_bob(b, key, qber=qber),
-        )
-        elapsed += time.perf_counter() - start
-        residual = int(np.count_nonzero(corrected != alice_key))
-        if residual:
-            print(f"  note: {residual} residual errors (verification would abort this block)")
-        efficiencies.append(stats.disclosed_bits / (bits * binary_entropy(qber)))
-    return float(np.mean(efficiencies)), bits * runs / elapsed / 1e6
 
 
 def bench_toeplitz(bits: int, runs: int) -> float:
@@ -133,11 +110,13 @@ def main() -> None:
     runs = 1 if args.quick else 3
 
     print(f"Cascade on {args.cascade_bits}-bit blocks, in-memory channel, {runs} run(s) each")
-    cascade: dict[float, tuple[float, float]] = {}
+    cascade: dict[float, CascadePoint] = {}
     for qber in (0.01, 0.02, 0.05, 0.08):
-        cascade[qber] = bench_cascade(qber, args.cascade_bits, runs)
-        f, mbps = cascade[qber]
-        print(f"  QBER {qber:4.0%}: f = {f:.3f}   {mbps:6.2f} Mbit/s")
+        point = cascade[qber] = bench_cascade(args.cascade_bits, qber, runs)
+        print(
+            f"  QBER {qber:4.0%}: f = {point.efficiency:.3f}   {point.wall_mbit_s:6.2f} Mbit/s "
+            f"wall, {point.cpu_mbit_s:6.2f} Mbit/s per CPU-s, residual runs {point.residual_runs}"
+        )
 
     print("Toeplitz privacy amplification (modified Toeplitz, output = input/2)")
     toeplitz: dict[int, float] = {}
@@ -165,8 +144,8 @@ def main() -> None:
 
     print(
         "bench_qkd: cascade f@1/2/5/8% = "
-        + "/".join(f"{cascade[q][0]:.3f}" for q in (0.01, 0.02, 0.05, 0.08))
-        + f", cascade@2% {cascade[0.02][1]:.2f} Mbit/s"
+        + "/".join(f"{cascade[q].efficiency:.3f}" for q in (0.01, 0.02, 0.05, 0.08))
+        + f", cascade@2% {cascade[0.02].wall_mbit_s:.2f} Mbit/s"
         + f", toeplitz 1M/16M {toeplitz[1 << 20]:.1f}/{toeplitz[1 << 24]:.1f} Mbit/s"
         + f", e2e {e2e['bits_per_cpu_s']:.0f} secret bit/CPU-s vs model {e2e['model_rate']:.0f}"
         + " bit/s"

@@ -1,0 +1,26 @@
+"""The package's exported surface is deliberate: every name exists and nothing extra leaks."""
+
+from __future__ import annotations
+
+import qkd_channel.postprocessing as postprocessing
+
+
+def test_exports_are_exactly_the_public_api() -> None:
+    assert sorted(postprocessing.__all__) == [
+        "AuthenticatedChannel",
+        "AuthenticationKeyPool",
+        "BlockResult",
+        "BlockStats",
+        "ClassicalChannel",
+        "EstimationSettings",
+        "InMemoryChannel",
+        "PostProcessingConfig",
+        "Role",
+        "TCPChannel",
+        "TCPListener",
+        "run_alice",
+        "run_bob",
+        "toeplitz_hash",
+    ]
+    for name in postprocessing.__all__:
+        assert getattr(postprocessing, name) is not None
