@@ -10,6 +10,12 @@ from qkd_channel.postprocessing.authentication import (
     AuthenticationKeyPool,
     Role,
 )
+from qkd_channel.postprocessing.cascade import (
+    CascadeConfig,
+    CascadeStats,
+    reconcile_alice,
+    reconcile_bob,
+)
 from qkd_channel.postprocessing.channel import ClassicalChannel, InMemoryChannel
 from qkd_channel.postprocessing.estimation import EstimationSettings
 from qkd_channel.postprocessing.privacy import toeplitz_hash
@@ -27,6 +33,8 @@ __all__ = [
     "AuthenticationKeyPool",
     "BlockResult",
     "BlockStats",
+    "CascadeConfig",
+    "CascadeStats",
     "ClassicalChannel",
     "EstimationSettings",
     "InMemoryChannel",
@@ -34,6 +42,8 @@ __all__ = [
     "Role",
     "TCPChannel",
     "TCPListener",
+    "reconcile_alice",
+    "reconcile_bob",
     "run_alice",
     "run_bob",
     "toeplitz_hash",

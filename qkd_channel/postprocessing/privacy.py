@@ -127,7 +127,6 @@ def amplify_alice(
     key: Bits,
     output_bits: int,
     *,
-    timeout: float | None,
     random_bytes: RandomBytes = os.urandom,
 ) -> Bits:
     """Choose a fresh seed, send it with the final length, and hash Alice's key."""

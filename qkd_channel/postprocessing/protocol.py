@@ -150,9 +150,7 @@ def run_alice(
         cascade = reconcile_alice(channel, estimate.key, qber=estimate.qber, config=config.cascade)
         verified = verify_alice(channel, estimate.key, timeout=timeout, random_bytes=random_bytes)
         length = _final_length(estimate, cascade.disclosed_bits, verified, config)
-        final = amplify_alice(
-            channel, estimate.key, length, timeout=timeout, random_bytes=random_bytes
-        )
+        final = amplify_alice(channel, estimate.key, length, random_bytes=random_bytes)
         channel.checkpoint(timeout)
     except ChannelError:
         messages.send_abort(channel, AbortReason.PROTOCOL)

@@ -118,7 +118,7 @@ def test_seed_exchange_gives_both_ends_the_same_hash() -> None:
     result: dict[str, tuple[Bits, int]] = {}
     thread = threading.Thread(target=lambda: result.update(bob=amplify_bob(b, key, timeout=5)))
     thread.start()
-    alice = amplify_alice(a, key, 8000, timeout=5)
+    alice = amplify_alice(a, key, 8000)
     thread.join(timeout=10)
     bob, length = result["bob"]
     assert length == 8000
