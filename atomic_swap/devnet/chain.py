@@ -26,13 +26,14 @@ from algosdk import account, encoding, mnemonic
 from algosdk.transaction import GenericSignedTransaction
 
 from atomic_swap.devnet.jig import GENESIS_HASH, JigEvaluator
+from atomic_swap.devnet.storage import ChainStore
 from atomic_swap.devnet.wire import block_txn_to_json, signed_txn_to_json
 from atomic_swap.errors import DevnetRejected
 
 __all__ = ["DISPENSER_FILE", "DevChain"]
 
 DISPENSER_FILE = "dispenser.mnemonic"
-STATE_FILE = "chain.msgpack"
+STATE_FILE = "chain.sqlite3"
 DISPENSER_MICROALGOS = 10**15
 MAX_GROUP = 16
 
@@ -54,84 +55,77 @@ class DevChain:
         self._evaluator = evaluator or JigEvaluator()
         self._cond = threading.Condition()
         data_dir.mkdir(parents=True, exist_ok=True)
-        path = data_dir / STATE_FILE
-        if path.exists():
-            self._state = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
-            if self._state["network_name"] != network_name:
-                raise DevnetRejected(
-                    f"data directory belongs to network {self._state['network_name']!r}"
-                )
-        else:
-            self._state = self._genesis()
-            self._save()
+        self._store = ChainStore(data_dir / STATE_FILE)
+        name = self._store.meta("network_name")
+        if name is None:
+            self._genesis()
+        elif name != network_name:
+            raise DevnetRejected(f"data directory belongs to network {name!r}")
+        self._round: int = self._store.meta("round")
+        self._offset: int = self._store.meta("offset")
+        self._ledger: dict[str, Any] = self._store.meta("ledger")
+        self._dispenser: str = self._store.meta("dispenser")
         self.last_block_time = self._clock()
 
-    # -- genesis and persistence -------------------------------------------------------
+    # -- genesis -----------------------------------------------------------------------
 
-    def _genesis(self) -> dict[str, Any]:
+    def _genesis(self) -> None:
         key, address = account.generate_account()
         mpath = self.data_dir / DISPENSER_FILE
         fd = os.open(mpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(mnemonic.from_private_key(key) + "\n")
-        now = int(self._clock())
-        return {
-            "network_name": self.network_name,
-            "round": 1,
-            "offset": 0,
-            "headers": {1: {"rnd": 1, "ts": now, "txns": []}},
-            "ledger": {
-                "accounts": {
-                    address: {
-                        "address": address,
-                        "local_states": {},
-                        "balances": {0: [DISPENSER_MICROALGOS, False]},
-                    }
-                },
-                "apps": {},
-                "global_states": {},
-                "assets": {},
-                "boxes": {},
+        ledger = {
+            "accounts": {
+                address: {
+                    "address": address,
+                    "local_states": {},
+                    "balances": {0: [DISPENSER_MICROALGOS, False]},
+                }
             },
-            "txns": {},
-            "dispenser": address,
+            "apps": {},
+            "global_states": {},
+            "assets": {},
+            "boxes": {},
         }
-
-    def _save(self) -> None:
-        path = self.data_dir / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(msgpack.packb(self._state, use_bin_type=True))
-        os.replace(tmp, path)
+        self._store.commit_block(
+            {"rnd": 1, "ts": int(self._clock()), "txns": []},
+            {},
+            network_name=self.network_name,
+            round=1,
+            offset=0,
+            ledger=ledger,
+            dispenser=address,
+        )
 
     # -- reads -------------------------------------------------------------------------
 
     @property
     def round(self) -> int:
-        return int(self._state["round"])
+        return self._round
 
     @property
     def offset(self) -> int:
-        return int(self._state["offset"])
+        return self._offset
 
     @property
     def dispenser(self) -> str:
-        return str(self._state["dispenser"])
+        return self._dispenser
 
     def set_offset(self, seconds: int) -> None:
         """Dev-mode clock offset: later blocks are stamped ``now + seconds`` (sandbox API)."""
         with self._cond:
-            self._state["offset"] = int(seconds)
-            self._save()
+            self._store.set_meta(offset=int(seconds))
+            self._offset = int(seconds)
 
     def now(self) -> int:
         return int(self._clock()) + self.offset
 
     def header(self, round_: int) -> dict[str, Any] | None:
-        hdr = self._state["headers"].get(round_)
-        return dict(hdr) if hdr is not None else None
+        return self._store.header(round_)
 
     def transaction(self, txid: str) -> dict[str, Any] | None:
-        return self._state["txns"].get(txid)  # type: ignore[no-any-return]
+        return self._store.transaction(txid)
 
     def wait_for_round_after(self, round_: int, timeout: float) -> None:
         with self._cond:
@@ -139,8 +133,8 @@ class DevChain:
 
     def account(self, address: str) -> dict[str, Any]:
         """Account record in algod's JSON shape (``/v2/accounts/{address}``)."""
-        acct = self._state["ledger"]["accounts"].get(address)
-        ledger = self._state["ledger"]
+        acct = self._ledger["accounts"].get(address)
+        ledger = self._ledger
         if acct is None:
             acct = {"balances": {0: [0, False]}, "local_states": {}}
         amount = acct["balances"].get(0, [0, False])[0]
@@ -201,7 +195,7 @@ class DevChain:
 
     def application(self, app_id: int) -> dict[str, Any] | None:
         """Application record in algod's JSON shape (``/v2/applications/{id}``)."""
-        ledger = self._state["ledger"]
+        ledger = self._ledger
         app = ledger["apps"].get(app_id)
         if app is None:
             return None
@@ -224,12 +218,12 @@ class DevChain:
         }
 
     def asset(self, asset_id: int) -> dict[str, Any] | None:
-        if asset_id not in self._state["ledger"]["assets"]:
+        if asset_id not in self._ledger["assets"]:
             return None
         return {"index": asset_id, "params": self._asset_params(asset_id)}
 
     def _asset_params(self, asset_id: int) -> dict[str, Any]:
-        p = self._state["ledger"]["assets"][asset_id]
+        p = self._ledger["assets"][asset_id]
         out: dict[str, Any] = {
             "creator": p.get("creator"),
             "total": p.get("total", 0),
@@ -259,7 +253,7 @@ class DevChain:
             txids: list[str] = [s.get_txid() for s in stxns]
             for stxn, txid in zip(stxns, txids, strict=True):
                 txn = stxn.transaction
-                if txid in self._state["txns"]:
+                if self._store.transaction(txid) is not None:
                     raise DevnetRejected(f"transaction already in ledger: {txid}")
                 if txn.genesis_hash != base64.b64encode(GENESIS_HASH).decode():
                     raise DevnetRejected(f"transaction {txid}: genesis hash does not match")
@@ -268,12 +262,14 @@ class DevChain:
                         f"transaction {txid}: txn dead: round {round_} outside of "
                         f"{txn.first_valid_round}--{txn.last_valid_round}"
                     )
-            timestamp = max(self.now(), int(self._state["headers"][self.round]["ts"]))
+            previous = self._store.header(self.round)
+            assert previous is not None  # every round up to the current one has a header
+            timestamp = max(self.now(), int(previous["ts"]))
             result, new_ledger = self._evaluator.evaluate(
-                self._state["ledger"], stxns, round_=round_, prev_timestamp=timestamp
+                self._ledger, stxns, round_=round_, prev_timestamp=timestamp
             )
             block = result.block
-            confirmed: list[str] = []
+            records: dict[str, dict[str, Any]] = {}
             for stxn, txid, in_block in zip(stxns, txids, block.get(b"txns", []), strict=False):
                 record = block_txn_to_json(in_block)
                 record["txn"] = signed_txn_to_json(stxn)
@@ -283,12 +279,10 @@ class DevChain:
                     record["application-index"] = in_block[b"apid"]
                 if b"caid" in in_block:
                     record["asset-index"] = in_block[b"caid"]
-                self._state["txns"][txid] = record
-                confirmed.append(txid)
-            self._state["ledger"] = new_ledger
-            self._state["headers"][round_] = {"rnd": round_, "ts": timestamp, "txns": confirmed}
-            self._state["round"] = round_
-            self._save()
+                records[txid] = record
+            header = {"rnd": round_, "ts": timestamp, "txns": list(records)}
+            self._store.commit_block(header, records, round=round_, ledger=new_ledger)
+            self._ledger, self._round = new_ledger, round_
             self.last_block_time = self._clock()
             self._cond.notify_all()
             return txids[0]
