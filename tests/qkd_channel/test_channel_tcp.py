@@ -9,8 +9,10 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,12 +20,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from qkd_channel.errors import ChannelError
+from qkd_channel.link import BRISTOL_CLAVIS2, simulate
 from qkd_channel.postprocessing.authentication import (
     AuthenticatedChannel,
     AuthenticationKeyPool,
     Role,
 )
 from qkd_channel.postprocessing.channel import ClassicalChannel
+from qkd_channel.postprocessing.estimation import EstimationSettings
+from qkd_channel.postprocessing.protocol import (
+    BlockResult,
+    PostProcessingConfig,
+    run_alice,
+    run_bob,
+)
 from qkd_channel.postprocessing.tcp import TCPChannel, TCPListener
 
 
@@ -173,3 +183,33 @@ def _accept_quietly(listener: TCPListener) -> None:
         listener.accept(timeout=5).close()
     except ChannelError:
         pass
+
+
+def test_whole_post_processing_runs_between_two_tcp_ends() -> None:
+    link = replace(
+        BRISTOL_CLAVIS2,
+        detector_efficiency=0.9,
+        dead_time_s=0.0,
+        extra_loss_db=0.0,
+        intensities=(0.6, 0.2, 0.0),
+        intensity_probabilities=(0.5, 0.25, 0.25),
+        misalignment_error=0.015,
+    )
+    run = simulate(link, 2_000_000, rng=np.random.default_rng(31))
+    config = PostProcessingConfig(EstimationSettings(link), timeout=20.0)
+    psk = os.urandom(512)
+    with TCPListener() as listener:
+        client, server = _connected(listener)
+        alice = AuthenticatedChannel(client, AuthenticationKeyPool(psk), Role.ALICE)
+        bob = AuthenticatedChannel(server, AuthenticationKeyPool(psk), Role.BOB)
+        box: dict[str, BlockResult] = {}
+        thread = threading.Thread(
+            target=lambda: box.update(bob=run_bob(bob, run.bob, config)), daemon=True
+        )
+        thread.start()
+        result = run_alice(alice, run.alice, config)
+        thread.join(timeout=60)
+        alice.close()
+        bob.close()
+    assert result.key == box["bob"].key
+    assert result.stats.delivered_bits > 0
