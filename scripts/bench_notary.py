@@ -32,14 +32,12 @@ from pathlib import Path
 
 import httpx
 
+from notary.chain.anvil import AnvilNode
 from notary.demo.infrastructure import NOTARY_SAE, KMEPair
 from notary.sdk import AsyncDeviceClient, RetryPolicy
 from notary.sdk.core import build_document
 from qkd_channel.envelope import Mode, keys_needed, seal
 from qkd_channel.kme.certs import sae_paths
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for the tests' anvil runner
-from tests.conftest import AnvilNode
 
 FIRMWARE = "ab" * 32
 PASSWORD = "bench-only-password"
