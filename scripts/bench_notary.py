@@ -284,6 +284,11 @@ async def main() -> None:
         notaries.append(batch)
         batch.register(names)
         b50, b99 = await time_to_anchor(kmes, batch, names, 4, queues / "lat-batch")
+    except BaseException:
+        print(f"bench_notary failed; logs kept in {root}", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     finally:
         for n in notaries:
             if n.process.poll() is None:
@@ -291,7 +296,6 @@ async def main() -> None:
         anvil.stop()
         kmes.stop()
         shutil.rmtree(queues, ignore_errors=True)
-        shutil.rmtree(root, ignore_errors=True)
     minimum = len(build_document(FIRMWARE, telemetry(0))) + 32
     print(
         f"bench_notary: devices={args.devices} e2e={rate_e2e:.0f} env/s "
