@@ -63,7 +63,9 @@ class NotaryServer:
     async def start(self) -> str:
         """Bind, start the service's background work and serve; return the base URL."""
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto must name TCP: asyncio sets TCP_NODELAY on accepted connections only then,
+        # and without it every response waits ~40 ms for a delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, self._port))
         sock.set_inheritable(True)
