@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from qkd_channel.kme.config import KMEConfig
+    from qkd_channel.kme.link_source import SimulatedLinkSource
 
 __all__ = ["main"]
 
@@ -58,10 +65,10 @@ def certs(
         click.echo(str(path))
 
 
-def _split_listen(value: str) -> tuple[str, int]:
+def _split_listen(value: str, option: str = "--listen") -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
-        raise click.BadParameter("expected HOST:PORT", param_hint="--listen")
+        raise click.BadParameter("expected HOST:PORT", param_hint=option)
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -100,6 +107,35 @@ _FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
 @click.option("--max-keys-per-request", default=128, show_default=True)
 @click.option("--max-sae-id-count", default=4, show_default=True)
 @click.option("--buffer-bits", default=1_000_000, show_default=True, help="Key buffer capacity.")
+@click.option(
+    "--link-listen",
+    help="End A: HOST:PORT where the peer KME's link end connects (runs the simulated link).",
+)
+@click.option("--link-peer", help="End B: HOST:PORT of end A's --link-listen.")
+@click.option(
+    "--auth-key-file",
+    type=_FILE,
+    help="Pre-shared Wegman-Carter key, the same file at both ends (`qkd-kme auth-key`).",
+)
+@click.option(
+    "--link-preset",
+    type=click.Choice(["lab", "bristol"]),
+    default="lab",
+    show_default=True,
+    help="Simulated link (bristol needs ~3e9 pulses per block for any finite-size key).",
+)
+@click.option("--pulses-per-block", default=2_000_000, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--rate-multiplier",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Run the link this many times faster than real time (tests, demos).",
+)
+@click.option(
+    "--eavesdropper",
+    help="intercept-resend:FRACTION on the simulated fibre (end A; tests and demos).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     data_dir: Path,
@@ -121,9 +157,21 @@ def serve(
     max_keys_per_request: int,
     max_sae_id_count: int,
     buffer_bits: int,
+    link_listen: str | None,
+    link_peer: str | None,
+    auth_key_file: Path | None,
+    link_preset: str,
+    pulses_per_block: int,
+    rate_multiplier: float,
+    eavesdropper: str | None,
     log_level: str,
 ) -> None:
-    """Serve ETSI GS QKD 014 over mutual TLS for one end of a QKD link."""
+    """Serve ETSI GS QKD 014 over mutual TLS for one end of a QKD link.
+
+    With --link-listen (end A) or --link-peer (end B) the KME fills its key buffer from a
+    simulated QKD link and its post-processing, run with the peer KME; without either it
+    serves only key already in its buffer.
+    """
     from qkd_channel.kme.config import KeyLimits, KMEConfig, LinkEnd, TLSFiles
     from qkd_channel.kme.server import serve as run_server
 
@@ -158,7 +206,107 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    run_server(config, host=host, port=port, log_level=log_level)
+    source = None
+    if link_listen is not None or link_peer is not None:
+        source = _link_source(
+            config,
+            link_listen=link_listen,
+            link_peer=link_peer,
+            auth_key_file=auth_key_file,
+            link_preset=link_preset,
+            pulses_per_block=pulses_per_block,
+            rate_multiplier=rate_multiplier,
+            eavesdropper=eavesdropper,
+        )
+    run_server(config, host=host, port=port, log_level=log_level, source=source)
+
+
+def _link_source(
+    config: KMEConfig,
+    *,
+    link_listen: str | None,
+    link_peer: str | None,
+    auth_key_file: Path | None,
+    link_preset: str,
+    pulses_per_block: int,
+    rate_multiplier: float,
+    eavesdropper: str | None,
+) -> SimulatedLinkSource:
+    """The ``serve`` options that describe the link, checked and turned into its source."""
+    from qkd_channel.kme.config import LinkEnd
+    from qkd_channel.kme.link_source import (
+        LINK_PRESETS,
+        LinkSettings,
+        SimulatedLinkSource,
+        read_auth_key,
+    )
+    from qkd_channel.kme.tls import client_ssl_context, server_ssl_context
+    from qkd_channel.link import InterceptResend
+
+    if auth_key_file is None:
+        raise click.UsageError("the link needs --auth-key-file")
+    spy = None
+    if eavesdropper is not None:
+        kind, _, fraction = eavesdropper.partition(":")
+        try:
+            if kind != "intercept-resend":
+                raise ValueError(kind)
+            spy = InterceptResend(float(fraction))
+        except ValueError as exc:
+            raise click.BadParameter(
+                "expected intercept-resend:FRACTION", param_hint="--eavesdropper"
+            ) from exc
+    try:
+        settings = LinkSettings(
+            LINK_PRESETS[link_preset], pulses_per_block, rate_multiplier, eavesdropper=spy
+        )
+        auth_key = read_auth_key(auth_key_file)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--auth-key-file") from exc
+    tls = config.tls
+    if config.end is LinkEnd.A:
+        if link_listen is None or link_peer is not None:
+            raise click.UsageError("link end A takes --link-listen (and no --link-peer)")
+        return SimulatedLinkSource(
+            config.end,
+            settings,
+            auth_key,
+            listen=_split_listen(link_listen, "--link-listen"),
+            ssl_context=server_ssl_context(tls.server_cert, tls.server_key, tls.ca),
+        )
+    if link_peer is None or link_listen is not None:
+        raise click.UsageError("link end B takes --link-peer (and no --link-listen)")
+    peer = _split_listen(link_peer, "--link-peer")
+    return SimulatedLinkSource(
+        config.end,
+        settings,
+        auth_key,
+        peer=peer,
+        ssl_context=client_ssl_context(tls.client_cert, tls.client_key, tls.ca),
+        server_hostname=peer[0],
+    )
+
+
+@main.command("auth-key")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--size",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(64),
+    help="Bytes (a multiple of 64); each abandoned block spends 128.",
+)
+def auth_key(out: Path, size: int) -> None:
+    """Write a fresh pre-shared link authentication key (mode 0600); copy it to both ends."""
+    if size % 64:
+        raise click.BadParameter("must be a multiple of 64", param_hint="--size")
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise click.ClickException(f"{out} exists; not overwriting a shared key") from exc
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_bytes(size))
+    click.echo(str(out))
 
 
 @main.command()
