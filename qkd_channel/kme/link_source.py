@@ -18,9 +18,11 @@ an ``ssl.SSLContext`` is given:
   pre-shared authentication key both ends were given (``qkd-kme auth-key``). TLS adds
   transport privacy only; the protocol's authentication is the Wegman-Carter layer.
 
-Each block is paced to ``duration_s / rate_multiplier`` of wall time, where
-``duration_s`` is how long the link needs to send the block's pulses, so a KME fills its
-buffer at the link's rate (or faster, for tests and demos). A block the post-processing
+Each block is paced to at least ``duration_s / rate_multiplier`` of wall time (end A
+holds its key back until then, and B cannot run ahead of A), where ``duration_s`` is how
+long the link needs to send the block's pulses, so a KME fills its buffer at the link's
+rate (or faster, for tests and demos). Blocks are sent and processed one after another:
+when post-processing is slower than the link, it sets the pace. A block the post-processing
 abandons (QBER too high, no secret key left, verification failed) is logged and skipped;
 a broken classical channel ends the source, since the two authentication pools can no
 longer be assumed in step.
@@ -210,6 +212,8 @@ class SimulatedLinkSource:
                     # The two authentication pools may now be out of step: end the source.
                     log.error("link to the peer lost (%s); no more key from it", exc)
                     return
+                # A block's key cannot exist before the link has sent its last pulse.
+                await asyncio.sleep(max(0.0, pace - (time.monotonic() - started)))
                 if result is not None and result.key:
                     log.info(
                         "link block %s: QBER %.4f, %d secret bits, %d delivered",
@@ -219,7 +223,6 @@ class SimulatedLinkSource:
                         result.stats.delivered_bits,
                     )
                     yield KeyBlock(str(result.stats.block_id), result.key)
-                await asyncio.sleep(max(0.0, pace - (time.monotonic() - started)))
         finally:
             self._close()
 

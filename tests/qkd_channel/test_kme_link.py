@@ -6,13 +6,16 @@ runs Bob's over a mutual-TLS TCP connection, and each KME's buffer fills from it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -31,10 +34,11 @@ from qkd_channel.kme.link_source import (
     encode_bob_record,
 )
 from qkd_channel.kme.server import KMEServerThread, bind_socket
-from qkd_channel.kme.source import KeySource
+from qkd_channel.kme.source import KeyBlock, KeySource
 from qkd_channel.kme.tls import client_ssl_context, server_ssl_context
 from qkd_channel.link import BobRecord, InterceptResend
 from tests.qkd_channel.conftest import KMEPair, kme_config
+from tests.qkd_channel.test_kme_cli import QKD_KME, KMEProcess, _client, _wait_ready
 
 PULSES = 2_000_000  # enough lab-link detections for a finite-size key per block
 
@@ -46,7 +50,7 @@ def _free_port() -> int:
 
 
 def _sources(
-    configs: dict[str, KMEConfig], settings: LinkSettings, auth_key: bytes
+    configs: dict[str, KMEConfig], settings: LinkSettings, auth_keys: dict[str, bytes]
 ) -> dict[str, SimulatedLinkSource]:
     link = ("127.0.0.1", _free_port())
     a, b = configs["a"].tls, configs["b"].tls
@@ -54,14 +58,14 @@ def _sources(
         "a": SimulatedLinkSource(
             LinkEnd.A,
             settings,
-            auth_key,
+            auth_keys["a"],
             listen=link,
             ssl_context=server_ssl_context(a.server_cert, a.server_key, a.ca),
         ),
         "b": SimulatedLinkSource(
             LinkEnd.B,
             settings,
-            auth_key,
+            auth_keys["b"],
             peer=link,
             ssl_context=client_ssl_context(b.client_cert, b.client_key, b.ca),
         ),
@@ -69,14 +73,17 @@ def _sources(
 
 
 @contextmanager
-def _linked_pair(pki: Path, tmp_path: Path, settings: LinkSettings) -> Iterator[KMEPair]:
+def _linked_pair(
+    pki: Path, tmp_path: Path, settings: LinkSettings, auth_keys: dict[str, bytes] | None = None
+) -> Iterator[KMEPair]:
     socks = {name: bind_socket() for name in ("a", "b")}
     urls = {name: f"https://127.0.0.1:{s.getsockname()[1]}" for name, s in socks.items()}
     configs = {
         "a": kme_config(pki, tmp_path / "a", "kme-a", LinkEnd.A, "kme-b", urls["b"]),
         "b": kme_config(pki, tmp_path / "b", "kme-b", LinkEnd.B, "kme-a", urls["a"]),
     }
-    sources = _sources(configs, settings, os.urandom(4096))
+    shared = os.urandom(4096)
+    sources = _sources(configs, settings, auth_keys or {"a": shared, "b": shared})
     servers = {
         name: KMEServerThread(configs[name], socks[name], source=sources[name])
         for name in ("a", "b")
@@ -149,6 +156,51 @@ def test_intercept_resend_leaves_the_buffers_empty(
         assert notary.status("device-1").stored_key_count == 0
 
 
+def test_a_peer_without_the_pre_shared_key_gets_no_key(
+    kme_pki: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Someone at the link port with TLS credentials but the wrong Wegman-Carter key (a
+    # man in the middle of the classical channel, as far as the protocol can tell).
+    settings = LinkSettings(LAB_LINK, PULSES, rate_multiplier=1000.0, timeout=30.0)
+    keys = {"a": os.urandom(4096), "b": os.urandom(4096)}
+    caplog.set_level(logging.WARNING, logger="qkd_channel.kme.link_source")
+    with (
+        _linked_pair(kme_pki, tmp_path, settings, keys) as pair,
+        pair.client("a", "device-1") as device,
+        pair.client("b", "notary") as notary,
+    ):
+        deadline = time.monotonic() + 40
+        while sum("link to the peer lost" in r.getMessage() for r in caplog.records) < 2:
+            assert time.monotonic() < deadline, "the forged link was not stopped"
+            time.sleep(0.2)
+        assert device.status("notary").stored_key_count == 0
+        assert notary.status("device-1").stored_key_count == 0
+
+
+async def test_blocks_are_paced_to_the_link_rate(kme_pki: Path, tmp_path: Path) -> None:
+    # 2e6 lab-link pulses take 0.4 s of link time; at a quarter speed a block takes 1.6 s.
+    settings = LinkSettings(LAB_LINK, PULSES, rate_multiplier=0.25, timeout=30.0)
+    configs = {
+        "a": kme_config(kme_pki, tmp_path / "a", "kme-a", LinkEnd.A, "kme-b", "https://x:1"),
+        "b": kme_config(kme_pki, tmp_path / "b", "kme-b", LinkEnd.B, "kme-a", "https://x:1"),
+    }
+    shared = os.urandom(4096)
+    sources = _sources(configs, settings, {"a": shared, "b": shared})
+    alice = cast(AsyncGenerator[KeyBlock, None], sources["a"].blocks())
+    bob = cast(AsyncGenerator[KeyBlock, None], sources["b"].blocks())
+    try:
+        arrivals: list[float] = []
+        for _ in range(3):
+            block_a, block_b = await asyncio.gather(anext(alice), anext(bob))
+            assert block_a == block_b
+            arrivals.append(time.monotonic())
+        gaps = np.diff(arrivals)
+        assert np.all(gaps >= 1.5), gaps
+    finally:
+        await alice.aclose()
+        await bob.aclose()
+
+
 @given(st.lists(st.tuples(st.integers(1, 1000), st.booleans(), st.booleans()), max_size=50))
 def test_quantum_frame_round_trips(steps: list[tuple[int, bool, bool]]) -> None:
     record = BobRecord(
@@ -199,3 +251,40 @@ def test_auth_key_command_writes_a_private_key_once(tmp_path: Path) -> None:
     assert runner.invoke(
         main, ["auth-key", "--out", str(tmp_path / "x"), "--size", "100"]
     ).exit_code
+
+
+def test_qkd_kme_serve_runs_the_link_between_two_processes(tmp_path: Path) -> None:
+    pki, auth_key = tmp_path / "pki", tmp_path / "link-auth.key"
+    for argv in (
+        ["certs", "--out", str(pki), "--kme", "kme-a", "--kme", "kme-b", "--sae", "device-1",
+         "--sae", "notary"],
+        ["auth-key", "--out", str(auth_key)],
+    ):  # fmt: skip
+        done = subprocess.run([QKD_KME, *argv], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    port_a, port_b, link_port = _free_port(), _free_port(), _free_port()
+    a = KMEProcess(tmp_path, pki, "kme-a", "A", port_a, ("kme-b", port_b))
+    b = KMEProcess(tmp_path, pki, "kme-b", "B", port_b, ("kme-a", port_a))
+    common = ["--auth-key-file", str(auth_key), "--rate-multiplier", "1000",
+              "--pulses-per-block", str(PULSES), "--link-preset", "lab"]  # fmt: skip
+    a.argv += ["--link-listen", f"127.0.0.1:{link_port}", *common]
+    b.argv += ["--link-peer", f"127.0.0.1:{link_port}", *common]
+    try:
+        a.start()
+        b.start()
+        _wait_ready(pki, a, "device-1")
+        _wait_ready(pki, b, "notary")
+        with _client(pki, port_a, "device-1") as device, _client(pki, port_b, "notary") as notary:
+            deadline = time.monotonic() + 40
+            while not (
+                device.status("notary").stored_key_count > 0
+                and notary.status("device-1").stored_key_count > 0
+            ):
+                assert time.monotonic() < deadline, a.log.read_text() + b.log.read_text()
+                time.sleep(0.2)
+            keys = device.enc_keys("notary", number=1)
+            assert notary.dec_keys("device-1", [keys[0].key_id]) == keys
+    finally:
+        a.stop()
+        b.stop()
+    assert "link block" in a.log.read_text()
