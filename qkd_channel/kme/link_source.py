@@ -24,8 +24,12 @@ long the link needs to send the block's pulses, so a KME fills its buffer at the
 rate (or faster, for tests and demos). Blocks are sent and processed one after another:
 when post-processing is slower than the link, it sets the pace. A block the post-processing
 abandons (QBER too high, no secret key left, verification failed) is logged and skipped;
-a broken classical channel ends the source, since the two authentication pools can no
-longer be assumed in step.
+a broken classical channel (peer gone, a message failing authentication, the
+authentication pool used up by abandoned blocks) ends the source, since the two pools can
+no longer be assumed in step; restart both ends with a fresh pre-shared key then.
+
+TLS checks only that the peer holds a certificate from the link's CA; who the peer is,
+as far as the protocol's security goes, is settled by the Wegman-Carter key alone.
 """
 
 from __future__ import annotations
@@ -185,12 +189,12 @@ class SimulatedLinkSource:
         self._channels: list[TCPChannel] = []
         self._listener: TCPListener | None = None
 
-    @property
-    def listen_address(self) -> tuple[str, int] | None:
-        """End A's bound (host, port) once :meth:`blocks` has started listening."""
-        return self._listener.address if self._listener is not None else None
-
     async def blocks(self) -> AsyncIterator[KeyBlock]:
+        """Connect to the peer end, then yield each block both ends agreed on, until the
+        link breaks or the consumer stops. One run per instance: the authentication pool
+        it consumed cannot be rewound."""
+        if self._stop.is_set():
+            raise RuntimeError("this link source has already run")
         try:
             if self._end is LinkEnd.A:
                 assert self._listen is not None
@@ -209,8 +213,9 @@ class SimulatedLinkSource:
                 try:
                     result, pace = await asyncio.to_thread(run_block, quantum, channel)
                 except ChannelError as exc:
-                    # The two authentication pools may now be out of step: end the source.
-                    log.error("link to the peer lost (%s); no more key from it", exc)
+                    # Broken, forged, or out of authentication key: the two pools can no
+                    # longer be assumed in step, so the source ends here.
+                    log.error("link stopped (%s); no more key from it", exc)
                     return
                 # A block's key cannot exist before the link has sent its last pulse.
                 await asyncio.sleep(max(0.0, pace - (time.monotonic() - started)))

@@ -170,7 +170,7 @@ def test_a_peer_without_the_pre_shared_key_gets_no_key(
         pair.client("b", "notary") as notary,
     ):
         deadline = time.monotonic() + 40
-        while sum("link to the peer lost" in r.getMessage() for r in caplog.records) < 2:
+        while sum("link stopped" in r.getMessage() for r in caplog.records) < 2:
             assert time.monotonic() < deadline, "the forged link was not stopped"
             time.sleep(0.2)
         assert device.status("notary").stored_key_count == 0
@@ -288,3 +288,36 @@ def test_qkd_kme_serve_runs_the_link_between_two_processes(tmp_path: Path) -> No
         a.stop()
         b.stop()
     assert "link block" in a.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "complaint"),
+    [
+        (["--link-peer", "127.0.0.1:9"], "link end A takes --link-listen"),
+        (["--link-listen", "127.0.0.1:9", "--eavesdropper", "pns:1"], "intercept-resend"),
+        (["--link-listen", "127.0.0.1:9", "--eavesdropper", "intercept-resend:2"], "--eaves"),
+        (["--link-listen", "nowhere", "--rate-multiplier", "5"], "HOST:PORT"),
+    ],
+)
+def test_serve_rejects_an_inconsistent_link(
+    kme_pki: Path, tmp_path: Path, extra: list[str], complaint: str
+) -> None:
+    key = tmp_path / "auth.key"
+    key.write_bytes(os.urandom(128))
+    argv = ["serve", "--data-dir", str(tmp_path / "d"), "--kme-id", "kme-a", "--end", "A",
+            "--peer-id", "kme-b", "--peer", "https://127.0.0.1:9", "--pki", str(kme_pki),
+            "--auth-key-file", str(key), *extra]  # fmt: skip
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2
+    assert complaint in result.output
+
+
+def test_serve_rejects_a_short_auth_key(kme_pki: Path, tmp_path: Path) -> None:
+    key = tmp_path / "auth.key"
+    key.write_bytes(os.urandom(100))
+    argv = ["serve", "--data-dir", str(tmp_path / "d"), "--kme-id", "kme-b", "--end", "B",
+            "--peer-id", "kme-a", "--peer", "https://127.0.0.1:9", "--pki", str(kme_pki),
+            "--auth-key-file", str(key), "--link-peer", "127.0.0.1:9"]  # fmt: skip
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2
+    assert "multiple of 64" in result.output
