@@ -19,7 +19,6 @@ import argparse
 import os
 import threading
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from bench_cascade import CascadePoint, bench_cascade  # sibling script: one Cas
 
 from qkd_channel.link import BRISTOL_CLAVIS2, LinkParameters, finite_key_rate, simulate
 from qkd_channel.link.analytic import secret_key_rate
+from qkd_channel.link.presets import LAB_LINK
 from qkd_channel.postprocessing.authentication import (
     AuthenticatedChannel,
     AuthenticationKeyPool,
@@ -36,17 +36,6 @@ from qkd_channel.postprocessing.channel import InMemoryChannel
 from qkd_channel.postprocessing.estimation import EstimationSettings
 from qkd_channel.postprocessing.privacy import seed_bits, toeplitz_hash
 from qkd_channel.postprocessing.protocol import PostProcessingConfig, run_alice, run_bob
-
-#: The efficient short link the end-to-end test uses (see tests/qkd_channel).
-LAB_LINK = replace(
-    BRISTOL_CLAVIS2,
-    detector_efficiency=0.9,
-    dead_time_s=0.0,
-    extra_loss_db=0.0,
-    intensities=(0.6, 0.2, 0.0),
-    intensity_probabilities=(0.5, 0.25, 0.25),
-    misalignment_error=0.015,
-)
 
 
 def _two_parties(alice: Any, bob: Any) -> tuple[Any, Any]:

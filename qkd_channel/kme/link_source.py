@@ -42,7 +42,7 @@ import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -58,6 +58,7 @@ from qkd_channel.link import (
     LinkParameters,
     simulate,
 )
+from qkd_channel.link.presets import LAB_LINK
 from qkd_channel.postprocessing import (
     AuthenticatedChannel,
     AuthenticationKeyPool,
@@ -83,18 +84,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: A short, efficient lab link (Bristol source, 0 dB, 90 % detectors, no dead time): enough
-#: detections for a finite-size key in ~10^6 pulses. The Bristol field link itself needs
-#: ~3x10^9 pulses per block before the finite-size bound leaves any key.
-LAB_LINK = replace(
-    BRISTOL_CLAVIS2,
-    detector_efficiency=0.9,
-    dead_time_s=0.0,
-    extra_loss_db=0.0,
-    intensities=(0.6, 0.2, 0.0),
-    intensity_probabilities=(0.5, 0.25, 0.25),
-    misalignment_error=0.015,
-)
 
 #: Link descriptions selectable by name (``qkd-kme serve --link-preset``).
 LINK_PRESETS: dict[str, LinkParameters] = {"bristol": BRISTOL_CLAVIS2, "lab": LAB_LINK}

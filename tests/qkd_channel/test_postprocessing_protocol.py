@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 
 from qkd_channel.errors import ChannelError, EstimationAborted, LinkAborted
-from qkd_channel.link import BRISTOL_CLAVIS2, LinkRun, simulate
+from qkd_channel.link import LinkRun, simulate
 from qkd_channel.link.eavesdroppers import InterceptResend
+from qkd_channel.link.presets import LAB_LINK
 from qkd_channel.postprocessing.authentication import (
     AuthenticatedChannel,
     AuthenticationKeyPool,
@@ -27,16 +27,6 @@ from qkd_channel.postprocessing.protocol import (
     run_bob,
 )
 
-# A short, efficient lab link: enough detections in 2e6 pulses for a finite-size key.
-LAB_LINK = replace(
-    BRISTOL_CLAVIS2,
-    detector_efficiency=0.9,
-    dead_time_s=0.0,
-    extra_loss_db=0.0,
-    intensities=(0.6, 0.2, 0.0),
-    intensity_probabilities=(0.5, 0.25, 0.25),
-    misalignment_error=0.015,
-)
 CONFIG = PostProcessingConfig(EstimationSettings(LAB_LINK), timeout=20.0)
 PULSES = 2_000_000
 
