@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -38,6 +40,8 @@ from notary.sdk import AsyncDeviceClient, RetryPolicy
 from notary.sdk.core import build_document
 from qkd_channel.envelope import Mode, keys_needed, seal
 from qkd_channel.kme.certs import sae_paths
+from qkd_channel.kme.config import LinkEnd
+from qkd_channel.kme.store import KeyStore
 
 FIRMWARE = "ab" * 32
 PASSWORD = "bench-only-password"
@@ -46,6 +50,23 @@ BIN = Path(sys.executable).parent
 
 def telemetry(n: int) -> dict[str, object]:
     return {"kwh": 1234.5 + n, "v": 229.7, "a": 4.21, "n": n}
+
+
+def supply_by_hand(kmes: KMEPair, blocks: int, block_bytes: int) -> None:
+    """Identical key blocks straight into both KMEs' buffers, as post-processing would
+    deliver them: this measures the notary, so the link's key rate must not bound it."""
+    stores = [
+        KeyStore(kmes.workdir / name, kme_id=name, end=end)
+        for name, end in (("kme-a", LinkEnd.A), ("kme-b", LinkEnd.B))
+    ]
+    try:
+        for _ in range(blocks):
+            block_id, material = f"blk-{uuid.uuid4()}", secrets.token_bytes(block_bytes)
+            for store in stores:
+                store.add_block(block_id, material)
+    finally:
+        for store in stores:
+            store.close()
 
 
 class Notary:
@@ -266,12 +287,12 @@ async def main() -> None:
         )
     )
     names = [f"d{i:02d}" for i in range(args.devices)]
-    kmes = KMEPair(root, [f"sae-{d}" for d in names], buffer_bits=400_000_000)
+    kmes = KMEPair(root, [f"sae-{d}" for d in names], buffer_bits=400_000_000, link=False)
     anvil = AnvilNode()
     notaries: list[Notary] = []
     try:
         kmes.start()
-        kmes.supply(blocks=160, block_bytes=64 * 1024)  # 10 MiB shared, 5 MiB per link end
+        supply_by_hand(kmes, blocks=160, block_bytes=64 * 1024)  # 10 MiB shared, 5 MiB per link end
         anvil.start()
         merkle = Notary(root, kmes, anvil.url, "merkle", 18_481)
         notaries.append(merkle)

@@ -1,23 +1,27 @@
-"""The demo's single-machine deployment: PKI, two KME processes, the notary, the chain.
+"""The demo's single-machine deployment: PKI, two linked KME processes, the notary, the chain.
 
 Everything is the production code path: ``qkd-kme serve`` processes speaking ETSI GS QKD
 014 over mutual TLS, a :class:`~notary.service.NotaryService` behind its HTTP server with
 the embedded chain (persisted in the work directory) and a keystore-held signing key.
 
-Key supply: the KMEs' buffers receive identical secret-key blocks at both link ends, the
-way a QKD post-processing pair delivers them (:meth:`KeyStore.add_block` on each KME's own
-database, which the KME processes share through SQLite). :class:`KMEPair` writes those
-blocks; the link simulation itself is ``qkd_channel.link``/``postprocessing``.
+Key supply: every bit the KMEs hand out comes from the simulated QKD link the two
+``qkd-kme serve`` processes run between themselves (``--link-listen``/``--link-peer``, the
+lab preset, a pre-shared Wegman-Carter key from ``qkd-kme auth-key``): end A simulates the
+fibre and Alice's post-processing, end B Bob's, and each fills its own buffer. The link is
+accelerated so a demo does not wait on photon time; on a small machine the
+post-processing, not the pacing, then sets the key rate.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import secrets
 import socket
 import subprocess
 import sys
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,17 +29,47 @@ from notary.chain.client import ChainClient
 from notary.chain.keystore import create_keystore, load_signer
 from notary.chain.settings import ChainSettings
 from notary.config import AnchorMode, NotarySettings
+from notary.errors import KeysUnavailable
 from notary.server import NotaryServer
 from notary.service import NotaryService
 from qkd_channel.kme.certs import issue_link_pki, sae_paths
 from qkd_channel.kme.client import AsyncKMEClient
 from qkd_channel.kme.config import LinkEnd
-from qkd_channel.kme.store import KeyStore
 
-__all__ = ["NOTARY_SAE", "KMEPair", "start_notary"]
+__all__ = [
+    "LINK_PRESET",
+    "NOTARY_SAE",
+    "PULSES_PER_BLOCK",
+    "RATE_MULTIPLIER",
+    "KMEPair",
+    "LinkReport",
+    "start_notary",
+]
 
 NOTARY_SAE = "notary"
 _KMES = {"kme-a": LinkEnd.A, "kme-b": LinkEnd.B}
+
+#: The simulated link. 4e6 lab pulses leave ~60 kbit of secret key per block; 0.8 s of
+#: photon time, cut to 8 ms by the multiplier so only the post-processing sets the pace.
+LINK_PRESET = "lab"
+PULSES_PER_BLOCK = 4_000_000
+RATE_MULTIPLIER = 100.0
+
+# What end A logs for every block it delivers (qkd_channel.kme.link_source); no key in it.
+_BLOCK_LINE = re.compile(r"link block \S+: QBER ([0-9.]+), \d+ secret bits, (\d+) delivered")
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    """What the simulated link delivered to each KME over the demo, from end A's log."""
+
+    blocks: int
+    delivered_bits: int
+    qbers: tuple[float, ...]
+
+    @property
+    def mean_qber(self) -> float | None:
+        return sum(self.qbers) / len(self.qbers) if self.qbers else None
 
 
 def _free_port() -> int:
@@ -58,11 +92,17 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float) ->
 
 @dataclass
 class KMEPair:
-    """Two ``qkd-kme serve`` processes of one link: A serves the devices, B the notary."""
+    """Two ``qkd-kme serve`` processes joined by a simulated QKD link: A serves the devices,
+    B the notary. ``buffer_bits`` caps each KME's buffer: the link pauses once it is full.
+
+    ``link=False`` starts the KMEs without the link, serving only key already in their
+    buffers (``scripts/bench_notary.py`` measures the notary, not the link, that way).
+    """
 
     workdir: Path
     sae_ids: list[str]
     buffer_bits: int = 4_000_000
+    link: bool = True
     pki: Path = field(init=False)
     urls: dict[str, str] = field(init=False, default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(init=False, default_factory=list)
@@ -73,6 +113,7 @@ class KMEPair:
         ports = {name: _free_port() for name in _KMES}
         self.urls = {name: f"https://127.0.0.1:{port}" for name, port in ports.items()}
         qkd_kme = str(Path(sys.executable).with_name("qkd-kme"))
+        link_args = self._link_args(qkd_kme) if self.link else {name: [] for name in _KMES}
         for name, end in _KMES.items():
             peer = "kme-b" if name == "kme-a" else "kme-a"
             log = (self.workdir / f"{name}.log").open("ab")
@@ -97,8 +138,9 @@ class KMEPair:
                         str(self.pki),
                         "--buffer-bits",
                         str(self.buffer_bits),
+                        *link_args[name],
                         "--log-level",
-                        "warning",
+                        "info" if self.link else "warning",  # link lines feed link_report
                     ],
                     stdout=log,
                     stderr=log,
@@ -108,20 +150,58 @@ class KMEPair:
         for name, process in zip(_KMES, self.processes, strict=True):
             _wait_port(ports[name], process, 30)
 
-    def supply(self, blocks: int, block_bytes: int) -> int:
-        """Deliver ``blocks`` identical secret-key blocks to both buffers; return bits."""
-        stores = [
-            KeyStore(self.workdir / name, kme_id=name, end=end) for name, end in _KMES.items()
+    def _link_args(self, qkd_kme: str) -> dict[str, list[str]]:
+        """Each KME's ``serve`` options for its end of the link, with a fresh shared key."""
+        auth_key = self.workdir / "link-auth.key"  # pre-shared by both ends, as on a real link
+        auth_key.unlink(missing_ok=True)  # a rerun in the same workdir starts a new link
+        subprocess.run(
+            [qkd_kme, "auth-key", "--out", str(auth_key)], check=True, capture_output=True
+        )
+        link = f"127.0.0.1:{_free_port()}"
+        common = [
+            "--auth-key-file",
+            str(auth_key),
+            "--link-preset",
+            LINK_PRESET,
+            "--pulses-per-block",
+            str(PULSES_PER_BLOCK),
+            "--rate-multiplier",
+            str(RATE_MULTIPLIER),
         ]
-        try:
-            for _ in range(blocks):
-                block_id, material = f"blk-{uuid.uuid4()}", secrets.token_bytes(block_bytes)
-                for store in stores:
-                    store.add_block(block_id, material)
-        finally:
-            for store in stores:
-                store.close()
-        return 8 * blocks * block_bytes
+        return {"kme-a": ["--link-listen", link, *common], "kme-b": ["--link-peer", link, *common]}
+
+    async def wait_for_key(
+        self, bits: int, on_progress: Callable[[int], None], timeout_s: float = 180.0
+    ) -> None:
+        """Wait until end A can serve ``bits`` of key to a device, as its ETSI status says.
+
+        ``on_progress`` gets the stocked bits after every poll. Raises ``KeysUnavailable``
+        if a KME process exits or the link has not stocked enough within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        async with self.device_kme(self.sae_ids[0]) as kme:
+            while True:
+                status = await kme.status(NOTARY_SAE)
+                stocked = status.stored_key_count * status.key_size
+                on_progress(min(stocked, bits))
+                if stocked >= bits:
+                    return
+                if any(p.poll() is not None for p in self.processes):
+                    raise KeysUnavailable("a KME process exited before the link stocked key")
+                if time.monotonic() > deadline:
+                    raise KeysUnavailable(
+                        f"the QKD link stocked {stocked} of {bits} bits in {timeout_s:.0f} s"
+                    )
+                await asyncio.sleep(0.5)
+
+    def link_report(self) -> LinkReport:
+        """Blocks, bits and QBERs end A logged as delivered (read after :meth:`stop`)."""
+        found = _BLOCK_LINE.findall((self.workdir / "kme-a.log").read_text(errors="replace"))
+        return LinkReport(
+            blocks=len(found),
+            delivered_bits=sum(int(bits) for _, bits in found),
+            qbers=tuple(float(qber) for qber, _ in found),
+        )
 
     def device_kme(self, sae_id: str) -> AsyncKMEClient:
         cert, key = sae_paths(self.pki, sae_id)

@@ -2,8 +2,10 @@
 
 Acts, in order, each visible in the progress display:
 
-1. two KME processes start and receive shared secret key; the notary deploys its
-   contracts on the embedded chain and starts; the operator registers the fleet;
+1. two KME processes start, joined by a simulated QKD link (lab preset, accelerated),
+   and the demo waits until the link has stocked enough key for the whole fleet; the
+   notary deploys its contracts on the embedded chain and starts; the operator registers
+   the fleet;
 2. every device sends its messages through the SDK, concurrently;
 3. a lab probe shows a tampered envelope (one ciphertext bit flipped: 401) and a replayed
    envelope (409); one meter reports a new firmware digest and is flagged untrusted, then
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import math
 import tempfile
 import time
 from collections import Counter
@@ -32,7 +35,14 @@ from rich.table import Table
 
 from notary.cli.receipt import embedded_web3
 from notary.config import AnchorMode, load_or_create_admin_token
-from notary.demo.infrastructure import NOTARY_SAE, KMEPair, start_notary
+from notary.demo.infrastructure import (
+    LINK_PRESET,
+    NOTARY_SAE,
+    RATE_MULTIPLIER,
+    KMEPair,
+    LinkReport,
+    start_notary,
+)
 from notary.errors import ReceiptInvalid
 from notary.metrics import NotaryMetrics
 from notary.receipts import Receipt, verify_receipt
@@ -64,6 +74,7 @@ class DemoOutcome:
     rejected: Counter[str] = field(default_factory=Counter)
     key_bits: int = 0
     transactions: set[str] = field(default_factory=set)
+    link: LinkReport | None = None  #: what the QKD link delivered to each KME
     flagged: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -94,7 +105,14 @@ async def _run(config: DemoConfig, workdir: Path, console: Console) -> DemoOutco
     started = time.monotonic()
     outcome = DemoOutcome()
     meters = [_meter(i) for i in range(config.devices)]
-    kmes = KMEPair(workdir, [f"sae-{d}" for d in [*meters, PROBE]])
+    # Bits of key for every fleet message plus the probe's and the firmware act's, with
+    # room to spare (160 bytes bound each document), in whole 256-bit KME keys.
+    messages = config.devices * config.messages + 8
+    need = 256 * math.ceil(messages * keys_needed(config.mode, 160) / 32)
+    # Each end owns half its buffer, so the link pauses once end A's half holds `need`
+    # (a KME buffer holds at least two maximum-size keys, 2 x 65,536 bits).
+    buffer_bits = max(2 * need, 131_072)
+    kmes = KMEPair(workdir, [f"sae-{d}" for d in [*meters, PROBE]], buffer_bits=buffer_bits)
     columns = (
         TextColumn("{task.description:<34}"),
         BarColumn(),
@@ -102,14 +120,13 @@ async def _run(config: DemoConfig, workdir: Path, console: Console) -> DemoOutco
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        setup = progress.add_task("KMEs, key supply, chain, notary", total=4)
+        setup = progress.add_task("linked KMEs, chain, notary", total=4)
         kmes.start()
         progress.advance(setup)
-        per_message = keys_needed(config.mode, 160)
-        need = 2 * (config.devices * config.messages + 8) * per_message
-        supplied = kmes.supply(blocks=max(4, -(-2 * need // 16_384)), block_bytes=16_384)
-        progress.advance(setup)
         try:
+            stock = progress.add_task("QKD link stocks key (bits)", total=need)
+            await kmes.wait_for_key(need, lambda bits: progress.update(stock, completed=bits))
+            progress.advance(setup)
             server, chain = await start_notary(workdir, kmes, anchor_mode=config.anchor_mode)
             progress.advance(setup)
             try:
@@ -123,6 +140,7 @@ async def _run(config: DemoConfig, workdir: Path, console: Console) -> DemoOutco
             outcome.elapsed_s = time.monotonic() - started
         finally:
             kmes.stop()
+        outcome.link = kmes.link_report()
         verify = progress.add_task("verify receipts on-chain", total=len(receipts))
         with embedded_web3(workdir / "notary") as w3:
             for receipt, payload in receipts:
@@ -135,7 +153,7 @@ async def _run(config: DemoConfig, workdir: Path, console: Console) -> DemoOutco
                     outcome.failures.append(f"receipt {receipt.record_id}: {exc.reason}")
                 progress.advance(verify)
     outcome.elapsed_s = time.monotonic() - started
-    _summary(console, config, outcome, supplied)
+    _summary(console, config, outcome)
     return outcome
 
 
@@ -316,7 +334,7 @@ def _by_label(counter: Any, label: str) -> dict[str, float]:
     return dict(out)
 
 
-def _summary(console: Console, config: DemoConfig, outcome: DemoOutcome, supplied: int) -> None:
+def _summary(console: Console, config: DemoConfig, outcome: DemoOutcome) -> None:
     table = Table(title="qkd-notary demo", show_header=False)
     table.add_row("envelopes accepted (202)", str(outcome.accepted))
     table.add_row("records anchored on-chain", str(outcome.anchored))
@@ -328,7 +346,17 @@ def _summary(console: Console, config: DemoConfig, outcome: DemoOutcome, supplie
     table.add_row(
         "QKD key consumed by the notary", f"{outcome.key_bits:,} bits ({config.mode.value})"
     )
-    table.add_row("key blocks given to both KMEs", f"{supplied:,} bits")
+    if outcome.link is not None:
+        link = outcome.link
+        table.add_row(
+            f"QKD link ({LINK_PRESET}, x{RATE_MULTIPLIER:g}): key blocks",
+            f"{link.blocks} ({link.delivered_bits:,} bits to each KME)",
+        )
+        qber = link.mean_qber
+        table.add_row(
+            "QKD link QBER (mean, min-max)",
+            "-" if qber is None else f"{qber:.2%} ({min(link.qbers):.2%}-{max(link.qbers):.2%})",
+        )
     table.add_row("anchoring", config.anchor_mode.value)
     table.add_row("elapsed", f"{outcome.elapsed_s:.1f} s")
     console.print(table)

@@ -1,7 +1,12 @@
-"""``qkd-notary demo`` end to end with a small fleet: real KME processes, embedded chain."""
+"""``qkd-notary demo`` end to end with a small fleet: real KME processes, embedded chain.
+
+The KMEs' only key is what the simulated QKD link between them delivered: the summary's
+link rows come from end A's log, and nothing else writes to the key buffers.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.notary.sdk_stack import run_cli
@@ -19,3 +24,10 @@ def test_demo_with_a_small_fleet_passes_every_check(tmp_path: Path) -> None:
     assert "rejected: bad-tag" in out and "rejected: replay" in out
     assert "meter-01" in out  # the meter whose firmware changed was flagged
     assert (tmp_path / "notary" / "chain.json").is_file()
+    assert (tmp_path / "link-auth.key").stat().st_size > 0
+    blocks = re.search(r"QKD link \(lab, x\d+\): key blocks\s*│ (\d+) \(([\d,]+) bits", out)
+    assert blocks is not None, out
+    assert int(blocks[1]) >= 1 and int(blocks[2].replace(",", "")) > 0
+    qber = re.search(r"QKD link QBER \(mean, min-max\)\s*│ ([\d.]+)%", out)
+    assert qber is not None and 0.0 < float(qber[1]) < 11.0, out
+    assert "link block" in (tmp_path / "kme-b.log").read_text()  # end B got the same blocks
