@@ -6,8 +6,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 NPM_STAMP := contracts/node_modules/.installed-stamp
-# Debian packages the test suite starts as real servers.
-APT_PACKAGES := mosquitto
+# Debian packages the tests use: servers they start (Mosquitto, PostgreSQL), the browser
+# the explorer tests drive, and docker-compose to validate the deployment files.
+APT_PACKAGES := mosquitto chromium postgresql docker-compose
 
 .PHONY: demo test lint typecheck unit install system-deps node-deps bench clean
 
