@@ -163,6 +163,12 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Prove the database is reachable and writable; raise ``StorageUnavailable``."""
 
+    async def hold_anchoring_lead(self) -> bool:
+        """Whether this instance may anchor now: take the lead if nobody holds it, keep it
+        while held. Only the leader forms and sends batches, so several instances sharing
+        a database never send from one signer at once. A store that serves a single
+        instance always leads."""
+
     # -- devices ---------------------------------------------------------------------
     async def create_device(
         self,

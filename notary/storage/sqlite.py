@@ -287,6 +287,10 @@ class SQLiteStore:
 
         await self._write(probe)
 
+    async def hold_anchoring_lead(self) -> bool:
+        """Always: one SQLite file serves one notary instance, which anchors its outbox."""
+        return True
+
     # -- devices ---------------------------------------------------------------------
     async def create_device(
         self,
