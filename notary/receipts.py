@@ -24,12 +24,15 @@ notary stores. Checks, each failure a :class:`~notary.errors.ReceiptInvalid` wit
 6. the transaction emitted ``RootAnchored(root)`` or ``RecordStored(record)``, and the
    contract's state agrees now: ``getAnchor(root)`` / ``getRecord(id)`` at that block
    with the same fields (``event``, ``state``).
+
+These names, in this order, are :data:`RECEIPT_CHECKS`; ``on_pass`` hears each one that
+passed, so a viewer (the explorer) can show every check, not only the first failure.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,6 +51,7 @@ from notary.storage.base import RecordRow, RecordStatus
 from notary.telemetry import payload_hash, record_id
 
 __all__ = [
+    "RECEIPT_CHECKS",
     "RECEIPT_VERSION",
     "AnchorProof",
     "Receipt",
@@ -62,6 +66,23 @@ _ROOT_ANCHORED = keccak(b"RootAnchored(bytes32,uint64,bytes32,bytes32)")
 
 
 RECEIPT_VERSION: Literal["qkd-notary-receipt/1"] = "qkd-notary-receipt/1"
+
+#: Every check :func:`verify_receipt` can run, in order; a failure's ``reason`` is one of
+#: them, or ``format`` / ``not-anchored`` when the document is not a checkable receipt.
+RECEIPT_CHECKS: tuple[str, ...] = (
+    "record-id",
+    "payload-hash",
+    "leaf",
+    "proof",
+    "chain-id",
+    "contract",
+    "contract-code",
+    "transaction",
+    "block",
+    "confirmations",
+    "event",
+    "state",
+)
 
 
 def security_label(mode: str) -> Literal["information-theoretic", "computational"]:
@@ -152,22 +173,33 @@ def verify_receipt(
     payload: bytes | None = None,
     expected_contract: str | None = None,
     min_confirmations: int = 1,
+    on_pass: Callable[[str], None] | None = None,
 ) -> Verification:
     """Check ``receipt`` against the chain ``w3`` is connected to (see the module doc).
 
     Raises ``ReceiptInvalid`` (``reason`` says which check failed) or ``ChainUnavailable``.
+    ``on_pass`` is called with the name of each check (:data:`RECEIPT_CHECKS`) as it
+    passes; checks that do not apply (no payload, batch method, no pinned contract) are
+    not reported.
     """
+    passed = on_pass if on_pass is not None else _ignore
     parsed = _parse_receipt(receipt)
     anchor = parsed.anchor
     if parsed.status is not RecordStatus.ANCHORED or anchor is None:
         raise ReceiptInvalid("the receipt is not anchored yet", reason="not-anchored")
-    _check_offline(parsed, anchor, payload)
+    _check_offline(parsed, anchor, payload, passed)
     try:
-        return _check_chain(parsed, anchor, w3, expected_contract, min_confirmations, payload)
+        return _check_chain(
+            parsed, anchor, w3, expected_contract, min_confirmations, payload, passed
+        )
     except Web3Exception as exc:
         raise ChainUnavailable(f"chain query failed: {type(exc).__name__}") from exc
     except (OSError, ValueError) as exc:
         raise ChainUnavailable(f"chain node unreachable: {type(exc).__name__}") from exc
+
+
+def _ignore(check: str) -> None:
+    """The default ``on_pass``: nobody is listening."""
 
 
 def _parse_receipt(receipt: Receipt | Mapping[str, Any] | str | bytes) -> Receipt:
@@ -202,16 +234,21 @@ def _chain_record(receipt: Receipt) -> RecordInput:
         raise ReceiptInvalid(str(exc), reason="format") from None
 
 
-def _check_offline(receipt: Receipt, anchor: AnchorProof, payload: bytes | None) -> None:
+def _check_offline(
+    receipt: Receipt, anchor: AnchorProof, payload: bytes | None, passed: Callable[[str], None]
+) -> None:
     expected_id = record_id(receipt.device_id, receipt.sequence, receipt.key_ids)
     if expected_id != receipt.record_id.lower():
         raise ReceiptInvalid("record ID does not match its fields", reason="record-id")
+    passed("record-id")
     if payload is not None:
         if payload_hash(_unhex(receipt.salt, "salt"), payload) != receipt.payload_hash.lower():
             raise ReceiptInvalid("payload does not match the hash", reason="payload-hash")
+        passed("payload-hash")
     leaf = record_leaf(_chain_record(receipt))
     if "0x" + leaf.hex() != anchor.leaf.lower():
         raise ReceiptInvalid("leaf does not match the record fields", reason="leaf")
+    passed("leaf")
     if anchor.method is AnchorMode.MERKLE:
         if anchor.batch_root is None:
             raise ReceiptInvalid("Merkle receipt without a root", reason="proof")
@@ -220,6 +257,7 @@ def _check_offline(receipt: Receipt, anchor: AnchorProof, payload: bytes | None)
             anchor.batch_root, "batch_root"
         ):
             raise ReceiptInvalid("the proof does not lead to the root", reason="proof")
+        passed("proof")
 
 
 def _check_chain(
@@ -229,17 +267,20 @@ def _check_chain(
     expected_contract: str | None,
     min_confirmations: int,
     payload: bytes | None,
+    passed: Callable[[str], None],
 ) -> Verification:
     if w3.eth.chain_id != anchor.chain_id:
         raise ReceiptInvalid("the node serves another chain", reason="chain-id")
+    passed("chain-id")
     contract_address = to_checksum_address(anchor.contract)
-    if expected_contract is not None and to_checksum_address(expected_contract) != (
-        contract_address
-    ):
-        raise ReceiptInvalid("anchored in another contract than expected", reason="contract")
+    if expected_contract is not None:
+        if to_checksum_address(expected_contract) != contract_address:
+            raise ReceiptInvalid("anchored in another contract than expected", reason="contract")
+        passed("contract")
     artifact = load_artifact("TelemetryNotary")
     if not artifact.matches_runtime_code(bytes(w3.eth.get_code(contract_address))):
         raise ReceiptInvalid("the contract is not TelemetryNotary", reason="contract-code")
+    passed("contract-code")
     try:
         tx = w3.eth.get_transaction_receipt(anchor.tx_hash)  # type: ignore[arg-type]
     except TransactionNotFound:
@@ -252,6 +293,7 @@ def _check_chain(
         or "0x" + bytes(tx["blockHash"]).hex() != anchor.block_hash.lower()
     ):
         raise ReceiptInvalid("the transaction does not match the receipt", reason="transaction")
+    passed("transaction")
     try:
         block = w3.eth.get_block(anchor.block_number)
     except BlockNotFound:
@@ -261,9 +303,11 @@ def _check_chain(
         or block["timestamp"] != anchor.block_timestamp
     ):
         raise ReceiptInvalid("the block does not match the receipt", reason="block")
+    passed("block")
     confirmations = w3.eth.block_number - anchor.block_number + 1
     if confirmations < min_confirmations:
         raise ReceiptInvalid(f"only {confirmations} confirmation(s)", reason="confirmations")
+    passed("confirmations")
     contract = w3.eth.contract(address=contract_address, abi=artifact.abi)
     # Views need no sender, but some backends (eth-tester) want a funded one: the account
     # that paid for the anchoring transaction is one.
@@ -273,11 +317,13 @@ def _check_chain(
         assert anchor.batch_root is not None
         root = _unhex(anchor.batch_root, "batch_root")
         _require_event(tx, contract_address, _ROOT_ANCHORED, 1, root)
+        passed("event")
         state = contract.functions.getAnchor(root).call(call_from)
         if int(state[3]) == 0 or int(state[4]) != anchor.block_number:
             raise ReceiptInvalid("the root is not anchored in that block", reason="state")
     else:
         _require_event(tx, contract_address, _RECORD_STORED, 2, rid)
+        passed("event")
         device, stored_hash, sequence, recorded_at, block_number, mode, _ = (
             contract.functions.getRecord(rid).call(call_from)
         )
@@ -290,6 +336,7 @@ def _check_chain(
             or int(block_number) != anchor.block_number
         ):
             raise ReceiptInvalid("the stored record differs from the receipt", reason="state")
+    passed("state")
     return Verification(
         record_id=receipt.record_id,
         method=anchor.method,

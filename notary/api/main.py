@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from notary.api.problems import install_problem_handlers
 from notary.api.routes import admin, devices, health, records, telemetry
 from notary.config import NotarySettings
+from notary.explorer import install_explorer
 from notary.service import NotaryService
 
 __all__ = ["create_app"]
@@ -52,4 +53,5 @@ def create_app(
     install_problem_handlers(app)
     for module in (telemetry, records, devices, admin, health):
         app.include_router(module.router)
+    install_explorer(app)
     return app

@@ -202,6 +202,15 @@ class ChainClient:
         return self._settings.embedded
 
     @property
+    def w3(self) -> Web3:
+        """The node connection, for read-only inspection (explorer pages, receipt checks).
+
+        Requests on the embedded chain are serialized by its provider, so readers in other
+        threads are safe next to the anchoring worker.
+        """
+        return self._notary.w3
+
+    @property
     def block_gas_limit(self) -> int:
         return self._tx.block_gas_limit
 

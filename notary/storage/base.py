@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from notary.config import AnchorMode
 
@@ -28,6 +28,7 @@ __all__ = [
     "DeviceEventKind",
     "DeviceRow",
     "NewRecord",
+    "RecordBrowser",
     "RecordRow",
     "RecordStatus",
     "Store",
@@ -255,3 +256,19 @@ class Store(Protocol):
 
     async def batch_records(self, batch_id: int) -> list[RecordRow]:
         """Members of a batch ordered by leaf index."""
+
+
+@runtime_checkable
+class RecordBrowser(Protocol):
+    """Read-only record listings for the explorer (optional: not every store has them).
+
+    Kept apart from :class:`Store` so that a backend without them still serves intake and
+    anchoring; the explorer says so instead of listing records.
+    """
+
+    async def recent_records(self, limit: int, *, device_id: str | None = None) -> list[RecordRow]:
+        """The newest records (of one device, if given), newest first."""
+
+    async def accepted_times(self, since: float, limit: int) -> list[float]:
+        """``accepted_at`` of the records accepted at or after ``since`` among the newest
+        ``limit`` records, in no particular order (a full ``limit`` means "at least")."""

@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_by_status ON records(status, position);
 CREATE INDEX IF NOT EXISTS records_by_envelope ON records(envelope_digest);
 CREATE INDEX IF NOT EXISTS records_by_batch ON records(batch_id, leaf_index);
+CREATE INDEX IF NOT EXISTS records_by_device ON records(device_id, position);
 CREATE TABLE IF NOT EXISTS batches (
     batch_id INTEGER PRIMARY KEY AUTOINCREMENT,
     mode TEXT NOT NULL,
@@ -526,6 +527,31 @@ class SQLiteStore:
                 (RecordStatus.ACCEPTED.value, limit),
             )
             return [_record(row) for row in rows]
+
+        return await self._read(query)
+
+    async def recent_records(self, limit: int, *, device_id: str | None = None) -> list[RecordRow]:
+        def query(conn: sqlite3.Connection) -> list[RecordRow]:
+            if device_id is None:
+                sql = f"SELECT {_RECORD_COLUMNS} FROM records ORDER BY position DESC LIMIT ?"
+                return [_record(row) for row in conn.execute(sql, (limit,))]
+            sql = (
+                f"SELECT {_RECORD_COLUMNS} FROM records WHERE device_id = ?"
+                " ORDER BY position DESC LIMIT ?"
+            )
+            return [_record(row) for row in conn.execute(sql, (device_id, limit))]
+
+        return await self._read(query)
+
+    async def accepted_times(self, since: float, limit: int) -> list[float]:
+        def query(conn: sqlite3.Connection) -> list[float]:
+            # Walk back from the newest row (rowid order, no index needed) at most `limit`.
+            rows = conn.execute(
+                "SELECT accepted_at FROM (SELECT accepted_at FROM records"
+                " ORDER BY position DESC LIMIT ?) WHERE accepted_at >= ?",
+                (limit, since),
+            )
+            return [float(row[0]) for row in rows]
 
         return await self._read(query)
 

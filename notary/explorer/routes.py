@@ -1,0 +1,339 @@
+"""The explorer's pages: server-rendered HTML over the service, its store and its chain.
+
+Read-only by construction: the routes call only read methods of the store, the chain view
+(:mod:`notary.explorer.chain_view`) and receipt verification; the one POST (``/verify``)
+checks a pasted receipt and stores nothing. Pages never show key material, payloads, salts
+beyond what a receipt already carries, the admin token or the node URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from notary.api.deps import ServiceDep
+from notary.errors import DeviceNotFound, RecordNotFound, ServiceUnavailable
+from notary.explorer.chain_view import ChainView
+from notary.explorer.stats import metric_values, per_minute
+from notary.explorer.templating import STATIC_DIR, templates
+from notary.explorer.verification import verify
+from notary.service import NotaryService
+from notary.storage.base import RecordBrowser
+
+__all__ = ["install_explorer", "router"]
+
+router = APIRouter(prefix="/explorer", include_in_schema=False)
+_root = APIRouter(include_in_schema=False)
+
+#: The dashboard's rate window and the most records it reads to draw it.
+RATE_MINUTES = 10
+RATE_SCAN_LIMIT = 100_000
+#: Largest pasted receipt form accepted (a receipt with a deep proof is a few KiB).
+MAX_FORM_BYTES = 256 * 1024
+
+_HEX32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_SECURITY_HEADERS = {
+    # No inline script or style: anything injected past escaping still would not run.
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def install_explorer(app: FastAPI) -> None:
+    """Serve the explorer under ``/explorer`` (``/`` redirects there) with its static files."""
+    app.include_router(router)
+    app.include_router(_root)
+    app.mount("/explorer/static", StaticFiles(directory=STATIC_DIR), name="explorer-static")
+
+
+def _page(
+    request: Request, template: str, context: dict[str, Any], *, status_code: int = 200
+) -> HTMLResponse:
+    service: NotaryService = request.app.state.service
+    base = {"notary_id": service.settings.notary_id, "chain": ChainView.of(service.chain)}
+    return templates.TemplateResponse(
+        request,
+        template,
+        {**base, **context},
+        status_code=status_code,
+        headers=_SECURITY_HEADERS,
+    )
+
+
+def _not_found(request: Request, what: str, query: str) -> HTMLResponse:
+    return _page(request, "not_found.html", {"what": what, "query": query}, status_code=404)
+
+
+def _unavailable(request: Request, exc: ServiceUnavailable) -> HTMLResponse:
+    return _page(request, "unavailable.html", {"reason": exc.detail}, status_code=503)
+
+
+def _browser(service: NotaryService) -> RecordBrowser | None:
+    return service.store if isinstance(service.store, RecordBrowser) else None
+
+
+@_root.get("/")
+async def read_root() -> RedirectResponse:
+    return RedirectResponse("/explorer/", status_code=307)
+
+
+@router.get("/", name="explorer_dashboard")
+async def read_dashboard(request: Request, service: ServiceDep) -> HTMLResponse:
+    """Records per minute, outbox depth, KME key stock, latest blocks."""
+    chain = ChainView.of(service.chain)
+    browser = _browser(service)
+    now = time.time()
+    try:
+        await service.refresh_gauges()
+        depth = await service.store.outbox_depth()
+        rates, recent, capped = None, [], False
+        if browser is not None:
+            times = await browser.accepted_times(now - RATE_MINUTES * 60, RATE_SCAN_LIMIT)
+            capped = len(times) >= RATE_SCAN_LIMIT
+            rates = per_minute(times, now=now, minutes=RATE_MINUTES)
+            recent = await browser.recent_records(10)
+    except ServiceUnavailable as exc:
+        return _unavailable(request, exc)
+    blocks, head, chain_error = [], None, None
+    if chain is not None:
+        try:
+            head = await asyncio.to_thread(chain.head)
+            blocks = await asyncio.to_thread(chain.latest_blocks, 8, below=head)
+        except ServiceUnavailable as exc:
+            chain_error = exc.detail
+    peak = max((r.count for r in rates), default=0) if rates else 0
+    return _page(
+        request,
+        "dashboard.html",
+        {
+            "outbox_depth": depth,
+            "rates": rates,
+            "rate_peak": peak,
+            "rates_capped": capped,
+            "key_stock": sorted(metric_values(service.metrics.key_stock, "sae_id").items()),
+            "accepted": sorted(metric_values(service.metrics.accepted, "mode").items()),
+            "recent": recent,
+            "blocks": blocks,
+            "head": head,
+            "chain_error": chain_error,
+        },
+    )
+
+
+@router.get("/devices", name="explorer_devices")
+async def read_devices(request: Request, service: ServiceDep) -> HTMLResponse:
+    """All devices with trust badges."""
+    try:
+        devices = await service.devices()
+    except ServiceUnavailable as exc:
+        return _unavailable(request, exc)
+    return _page(request, "devices.html", {"devices": devices})
+
+
+@router.get("/devices/{device_id:path}", name="explorer_device")
+async def read_device(request: Request, device_id: str, service: ServiceDep) -> HTMLResponse:
+    """A device: registration, trust, attestation timeline (notary and chain), records."""
+    chain = ChainView.of(service.chain)
+    browser = _browser(service)
+    try:
+        device, events = await service.device(device_id)
+        records = await browser.recent_records(25, device_id=device_id) if browser else None
+    except DeviceNotFound:
+        return _not_found(request, "device", device_id)
+    except ServiceUnavailable as exc:
+        return _unavailable(request, exc)
+    attestations, chain_error = None, None
+    if chain is not None:
+        try:
+            attestations = await asyncio.to_thread(chain.attestations, device_id)
+        except ServiceUnavailable as exc:
+            chain_error = exc.detail
+    return _page(
+        request,
+        "device.html",
+        {
+            "device": device,
+            "events": events,
+            "records": records,
+            "attestations": attestations,
+            "chain_error": chain_error,
+        },
+    )
+
+
+@router.get("/records/{record_id}", name="explorer_record")
+async def read_record(
+    request: Request, record_id: str, service: ServiceDep, verify_onchain: bool = False
+) -> HTMLResponse:
+    """A record's receipt; with ``?verify_onchain=true`` every check is run and shown."""
+    chain = ChainView.of(service.chain)
+    try:
+        receipt = await service.receipt(record_id)
+        record = await service.store.get_record(receipt.record_id)
+    except RecordNotFound:
+        return _not_found(request, "record", record_id)
+    except ServiceUnavailable as exc:
+        return _unavailable(request, exc)
+    report, chain_error = None, None
+    if verify_onchain and chain is not None and receipt.anchor is not None:
+        # The plaintext the notary holds is checked against the salted hash (never shown).
+        payload = record.payload if record is not None else None
+        try:
+            report = await asyncio.to_thread(
+                verify, receipt, chain.w3, payload=payload, expected_contract=chain.notary_address
+            )
+        except ServiceUnavailable as exc:
+            chain_error = exc.detail
+    return _page(
+        request,
+        "record.html",
+        {
+            "receipt": receipt,
+            "receipt_json": json.dumps(receipt.model_dump(mode="json"), indent=2),
+            "report": report,
+            "verify_requested": verify_onchain,
+            "chain_error": chain_error,
+        },
+    )
+
+
+@router.get("/verify", name="explorer_verify_form")
+async def read_verify_form(request: Request) -> HTMLResponse:
+    """A form to paste a receipt (and optionally its plaintext) for verification."""
+    return _page(request, "verify.html", {"pasted": "", "report": None, "chain_error": None})
+
+
+@router.post("/verify", name="explorer_verify")
+async def verify_pasted_receipt(request: Request, service: ServiceDep) -> HTMLResponse:
+    """Verify a pasted receipt against this notary's chain; nothing is stored."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return _page(
+                request,
+                "verify.html",
+                {"pasted": "", "report": None, "chain_error": "the receipt is too large"},
+                status_code=413,
+            )
+    fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=4)
+    pasted = fields.get("receipt", [""])[0]
+    plaintext = fields.get("payload", [""])[0]
+    chain = ChainView.of(service.chain)
+    report, chain_error = None, None
+    if chain is None:
+        chain_error = "this notary has no chain attached; use qkd-notary receipt verify"
+    else:
+        try:
+            report = await asyncio.to_thread(
+                verify,
+                pasted,
+                chain.w3,
+                payload=plaintext.encode("utf-8") if plaintext else None,
+                expected_contract=chain.notary_address,
+            )
+        except ServiceUnavailable as exc:
+            chain_error = exc.detail
+    return _page(
+        request,
+        "verify.html",
+        {"pasted": pasted, "report": report, "chain_error": chain_error},
+        status_code=200 if report is not None else 503,
+    )
+
+
+@router.get("/blocks", name="explorer_blocks")
+async def read_blocks(
+    request: Request, service: ServiceDep, below: int | None = None
+) -> HTMLResponse:
+    """Latest blocks, 25 a page."""
+    chain = ChainView.of(service.chain)
+    if chain is None:
+        return _not_found(request, "chain", "no chain attached")
+    try:
+        blocks = await asyncio.to_thread(chain.latest_blocks, 25, below=below)
+    except ServiceUnavailable as exc:
+        return _unavailable(request, exc)
+    older = blocks[-1].number - 1 if blocks and blocks[-1].number > 0 else None
+    return _page(request, "blocks.html", {"blocks": blocks, "older": older})
+
+
+@router.get("/blocks/{block_id}", name="explorer_block")
+async def read_block(request: Request, block_id: str, service: ServiceDep) -> HTMLResponse:
+    """One block (by number or hash) with its transactions and decoded events."""
+    chain = ChainView.of(service.chain)
+    key: int | str | None = None
+    if block_id.isascii() and block_id.isdigit():
+        key = int(block_id)
+    elif _HEX32.match(block_id):
+        key = block_id.lower()
+    if chain is None or key is None:
+        return _not_found(request, "block", block_id)
+    try:
+        block = await asyncio.to_thread(chain.block, key)
+    except ServiceUnavailable as exc:
+        return _unavailable(request, exc)
+    if block is None:
+        return _not_found(request, "block", block_id)
+    return _page(request, "block.html", {"block": block})
+
+
+@router.get("/tx/{tx_hash}", name="explorer_transaction")
+async def read_transaction(request: Request, tx_hash: str, service: ServiceDep) -> HTMLResponse:
+    """One transaction: the decoded call and every event it emitted."""
+    chain = ChainView.of(service.chain)
+    if chain is None or not _HEX32.match(tx_hash):
+        return _not_found(request, "transaction", tx_hash)
+    try:
+        tx = await asyncio.to_thread(chain.transaction, tx_hash.lower())
+    except ServiceUnavailable as exc:
+        return _unavailable(request, exc)
+    if tx is None:
+        return _not_found(request, "transaction", tx_hash)
+    return _page(request, "transaction.html", {"tx": tx})
+
+
+@router.get("/search", name="explorer_search")
+async def search(request: Request, service: ServiceDep, q: str = "") -> Response:
+    """Record ID, transaction hash, block number or hash, or device ID: go to its page."""
+    try:
+        target = await _resolve(q.strip(), service)
+    except ServiceUnavailable as exc:
+        return _unavailable(request, exc)
+    if target is None:
+        return _not_found(request, "anything", q)
+    return RedirectResponse(target, status_code=303)
+
+
+async def _resolve(query: str, service: NotaryService) -> str | None:
+    """The page ``query`` names. Device IDs are matched first (exact), then the formats:
+    ``0x`` + 64 hex is a record ID, else a transaction, else a block hash; digits are a
+    block number."""
+    if not query:
+        return None
+    if await service.store.get_device(query) is not None:
+        return f"/explorer/devices/{quote(query, safe='')}"
+    chain = ChainView.of(service.chain)
+    if _HEX32.match(query):
+        key = query.lower()
+        if await service.store.get_record(key) is not None:
+            return f"/explorer/records/{key}"
+        if chain is not None:
+            if await asyncio.to_thread(chain.transaction, key) is not None:
+                return f"/explorer/tx/{key}"
+            if await asyncio.to_thread(chain.block, key) is not None:
+                return f"/explorer/blocks/{key}"
+        return None
+    if query.isascii() and query.isdigit() and chain is not None:
+        if int(query) <= await asyncio.to_thread(chain.head):
+            return f"/explorer/blocks/{int(query)}"
+    return None

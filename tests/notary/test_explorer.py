@@ -1,0 +1,336 @@
+"""Explorer pages over ASGI: status codes, escaping, 404s, on-chain verification of
+genuine and tampered receipts, decoded events, search, and that browsing changes nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from notary.anchoring import AnchoringWorker
+from notary.api import create_app
+from notary.chain.client import ChainClient
+from notary.config import AnchorMode
+from notary.keysource import InMemoryKeySource
+from notary.receipts import RECEIPT_CHECKS
+from notary.service import NotaryService
+from tests.notary.conftest import SimDevice, fleet
+
+XSS_ID = "<script>alert(1)</script>"
+
+
+@dataclass
+class Explored:
+    client: httpx.AsyncClient
+    service: NotaryService
+    chain: ChainClient
+    devices: list[SimDevice]
+    record_ids: list[str]
+
+
+async def _populate(
+    service: NotaryService, keys: InMemoryKeySource, chain: ChainClient, mode: AnchorMode
+) -> tuple[list[SimDevice], list[str]]:
+    devices = await fleet(service, keys, 2)
+    record_ids: list[str] = []
+    for dev in devices * 2:
+        sealed = dev.seal(dev.plaintext({"kwh": 1.5, "n": len(record_ids)}))
+        record_ids.append((await service.pipeline.submit(sealed.to_json().encode())).record_id)
+    await AnchoringWorker(service.store, chain, mode=mode, batch_size=8).drain()
+    return devices, record_ids
+
+
+@pytest.fixture(params=[AnchorMode.BATCH, AnchorMode.MERKLE], ids=["batch", "merkle"])
+async def explored(
+    request: pytest.FixtureRequest,
+    anchored_service: NotaryService,
+    key_source: InMemoryKeySource,
+    chain_client: ChainClient,
+) -> AsyncIterator[Explored]:
+    devices, record_ids = await _populate(anchored_service, key_source, chain_client, request.param)
+    transport = httpx.ASGITransport(app=create_app(anchored_service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://notary.test") as client:
+        yield Explored(client, anchored_service, chain_client, devices, record_ids)
+
+
+async def _receipt(client: httpx.AsyncClient, record_id: str) -> dict[str, Any]:
+    response = await client.get(f"/v1/records/{record_id}")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def _check_results(html: str) -> dict[str, str]:
+    """``{check name: result}`` from a rendered checks table."""
+    rows = re.findall(
+        r'data-check="([a-z-]+)">.*?<td class="result">([^<]+)</td>', html, flags=re.S
+    )
+    return dict(rows)
+
+
+async def test_every_page_renders_with_security_headers(explored: Explored) -> None:
+    c = explored.client
+    receipt = await _receipt(c, explored.record_ids[0])
+    anchor = receipt["anchor"]
+    pages = [
+        "/explorer/",
+        "/explorer/devices",
+        f"/explorer/devices/{explored.devices[0].device_id}",
+        f"/explorer/records/{explored.record_ids[0]}",
+        "/explorer/verify",
+        "/explorer/blocks",
+        f"/explorer/blocks/{anchor['block_number']}",
+        f"/explorer/blocks/{anchor['block_hash']}",
+        f"/explorer/tx/{anchor['tx_hash']}",
+        "/explorer/static/explorer.css",
+    ]
+    for page in pages:
+        response = await c.get(page)
+        assert response.status_code == 200, page
+    response = await c.get("/explorer/")
+    assert response.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    root = await c.get("/", follow_redirects=False)
+    assert root.status_code == 307 and root.headers["location"] == "/explorer/"
+
+
+async def test_dashboard_shows_outbox_rates_blocks_and_records(explored: Explored) -> None:
+    html = (await explored.client.get("/explorer/")).text
+    assert re.search(r'id="outbox-depth">0<', html)  # everything was anchored
+    head = explored.chain.block_number()
+    assert f'href="/explorer/blocks/{head}"' in html
+    # The four records were accepted within the current minute window.
+    counts = [int(n) for n in re.findall(r'<td class="num">(\d+)\+?</td>\s*<td><meter', html)]
+    assert len(counts) == 10 and sum(counts) >= 4
+    for record_id in explored.record_ids:
+        assert f"/explorer/records/{record_id}" in html
+
+
+async def test_device_page_shows_timeline_chain_history_and_records(explored: Explored) -> None:
+    device = explored.devices[0]
+    html = (await explored.client.get(f"/explorer/devices/{device.device_id}")).text
+    assert 'data-kind="registered"' in html and 'data-kind="first-digest"' in html
+    assert "pending" not in html.split('id="timeline"')[1].split("</table>")[0]  # mirrored
+    onchain = html.split('id="onchain-attestations"')[1].split("</table>")[0]
+    assert device.firmware_digest[:12] in onchain
+    records = html.split('id="device-records"')[1].split("</table>")[0]
+    assert records.count("/explorer/records/") == 2  # its two records, not the other's
+    devices = (await explored.client.get("/explorer/devices")).text
+    assert devices.count('class="badge trusted"') == 2
+
+
+async def test_verify_onchain_passes_every_applicable_check(explored: Explored) -> None:
+    for record_id in explored.record_ids:
+        html = (
+            await explored.client.get(f"/explorer/records/{record_id}?verify_onchain=true")
+        ).text
+        assert "VERIFIED" in html and "FAILED" not in html
+        results = _check_results(html)
+        assert list(results) == list(RECEIPT_CHECKS)
+        merkle = (await _receipt(explored.client, record_id))["anchor"]["method"] == "merkle"
+        expected_na = set() if merkle else {"proof"}
+        assert {k for k, v in results.items() if v == "n/a"} == expected_na
+        assert all(v == "passed" for k, v in results.items() if k not in expected_na)
+        assert results["payload-hash"] == "passed"  # the notary's stored plaintext
+
+
+def _tamper_payload_hash(doc: dict[str, Any]) -> None:
+    h = doc["payload_hash"]
+    doc["payload_hash"] = h[:-1] + ("0" if h[-1] != "0" else "1")
+
+
+def _tamper_tx(doc: dict[str, Any]) -> None:
+    doc["anchor"]["tx_hash"] = "0x" + "ab" * 32
+
+
+def _tamper_block(doc: dict[str, Any]) -> None:
+    doc["anchor"]["block_timestamp"] += 1
+
+
+def _tamper_sequence(doc: dict[str, Any]) -> None:
+    doc["sequence"] += 1
+
+
+@pytest.mark.parametrize(
+    ("tamper", "failed"),
+    [
+        pytest.param(_tamper_payload_hash, "leaf", id="payload-hash"),
+        pytest.param(_tamper_sequence, "record-id", id="sequence"),
+        pytest.param(_tamper_tx, "transaction", id="tx-hash"),
+        pytest.param(_tamper_block, "block", id="block-timestamp"),
+    ],
+)
+async def test_pasted_tampered_receipt_fails_at_the_right_check(
+    explored: Explored, tamper: Any, failed: str
+) -> None:
+    c = explored.client
+    genuine = await _receipt(c, explored.record_ids[1])
+    ok = await c.post("/explorer/verify", data={"receipt": json.dumps(genuine)})
+    assert ok.status_code == 200 and "VERIFIED" in ok.text
+    tamper(genuine)
+    response = await c.post("/explorer/verify", data={"receipt": json.dumps(genuine)})
+    assert response.status_code == 200
+    assert "VERIFIED" not in response.text and "FAILED" in response.text
+    assert f'id="failed-check">{failed}<' in response.text
+    results = _check_results(response.text)
+    assert results[failed] == "failed"
+    later = RECEIPT_CHECKS[RECEIPT_CHECKS.index(failed) + 1 :]
+    assert all(results[name] in {"not reached", "n/a"} for name in later)
+
+
+async def test_pasted_receipt_with_wrong_plaintext_fails_payload_hash(explored: Explored) -> None:
+    genuine = await _receipt(explored.client, explored.record_ids[0])
+    device = explored.devices[0]
+    right = device.plaintext({"kwh": 1.5, "n": 0})
+    form = {"receipt": json.dumps(genuine), "payload": right.decode()}
+    response = await explored.client.post("/explorer/verify", data=form)
+    assert "VERIFIED" in response.text and _check_results(response.text)["payload-hash"] == "passed"
+    form["payload"] = right.decode().replace("1.5", "9.5")
+    response = await explored.client.post("/explorer/verify", data=form)
+    assert 'id="failed-check">payload-hash<' in response.text
+
+
+async def test_pasted_garbage_is_a_format_failure_and_is_escaped(explored: Explored) -> None:
+    response = await explored.client.post(
+        "/explorer/verify", data={"receipt": '{"x": "<img src=x onerror=alert(1)>"}'}
+    )
+    assert response.status_code == 200
+    assert 'id="failed-check">format<' in response.text
+    assert "<img src=x" not in response.text and "&lt;img src=x" in response.text
+
+
+async def test_transaction_and_block_pages_decode_notary_events(explored: Explored) -> None:
+    receipt = await _receipt(explored.client, explored.record_ids[0])
+    anchor = receipt["anchor"]
+    html = (await explored.client.get(f"/explorer/tx/{anchor['tx_hash']}")).text
+    if anchor["method"] == "batch":
+        assert "TelemetryNotary.recordBatch" in html
+        assert html.count('data-event="RecordStored"') == 4
+        assert f'href="/explorer/devices/{receipt["device_id"]}"' in html
+        assert f'href="/explorer/records/{receipt["record_id"]}"' in html
+    else:
+        assert "TelemetryNotary.anchorRoot" in html
+        assert html.count('data-event="RootAnchored"') == 1
+        assert anchor["batch_root"] in html
+    block = (await explored.client.get(f"/explorer/blocks/{anchor['block_number']}")).text
+    assert anchor["tx_hash"] in block and "data-event=" in block
+
+
+async def test_registry_transactions_decode_device_events(explored: Explored) -> None:
+    device = explored.devices[0]
+    _, events = await explored.service.device(device.device_id)
+    registered = next(e for e in events if e.kind.value == "registered")
+    assert registered.chain_tx_hash is not None
+    html = (await explored.client.get(f"/explorer/tx/{registered.chain_tx_hash}")).text
+    assert "DeviceRegistry.registerDevice" in html and 'data-event="DeviceRegistered"' in html
+    assert f'href="/explorer/devices/{device.device_id}"' in html
+
+
+async def test_search_finds_each_kind_and_reports_unknown(explored: Explored) -> None:
+    c = explored.client
+    receipt = await _receipt(c, explored.record_ids[0])
+    anchor = receipt["anchor"]
+    device = explored.devices[1].device_id
+    expected = {
+        receipt["record_id"]: f"/explorer/records/{receipt['record_id']}",
+        receipt["record_id"]
+        .upper()
+        .replace("0X", "0x"): f"/explorer/records/{receipt['record_id']}",
+        anchor["tx_hash"]: f"/explorer/tx/{anchor['tx_hash']}",
+        str(anchor["block_number"]): f"/explorer/blocks/{anchor['block_number']}",
+        anchor["block_hash"]: f"/explorer/blocks/{anchor['block_hash']}",
+        f"  {device} ": f"/explorer/devices/{device}",
+    }
+    for query, target in expected.items():
+        response = await c.get("/explorer/search", params={"q": query}, follow_redirects=False)
+        assert response.status_code == 303, query
+        assert response.headers["location"] == target
+    for unknown in ["0x" + "12" * 32, "99999999", "no-such-device", XSS_ID, ""]:
+        response = await c.get("/explorer/search", params={"q": unknown})
+        assert response.status_code == 404, unknown
+        assert 'id="not-found"' in response.text
+        assert "<script>alert" not in response.text
+
+
+async def test_unknown_things_are_html_404s(explored: Explored) -> None:
+    for page in [
+        "/explorer/records/0x" + "00" * 32,
+        "/explorer/records/nonsense",
+        "/explorer/devices/ghost",
+        "/explorer/tx/0x" + "00" * 32,
+        "/explorer/tx/not-a-hash",
+        "/explorer/blocks/99999999",
+        "/explorer/blocks/latest",
+    ]:
+        response = await explored.client.get(page)
+        assert response.status_code == 404, page
+        assert response.headers["content-type"].startswith("text/html")
+        assert 'id="not-found"' in response.text
+
+
+async def test_browsing_changes_nothing(explored: Explored) -> None:
+    c = explored.client
+    head = explored.chain.block_number()
+    receipt = await _receipt(c, explored.record_ids[0])
+    before = (await explored.service.store.outbox_depth(), receipt)
+    for page in [
+        "/explorer/",
+        f"/explorer/records/{explored.record_ids[0]}?verify_onchain=true",
+        f"/explorer/devices/{explored.devices[0].device_id}",
+        "/explorer/blocks",
+    ]:
+        assert (await c.get(page)).status_code == 200
+    await c.post("/explorer/verify", data={"receipt": json.dumps(receipt)})
+    assert explored.chain.block_number() == head
+    assert (
+        await explored.service.store.outbox_depth(),
+        await _receipt(c, receipt["record_id"]),
+    ) == before
+
+
+async def test_markup_in_a_device_id_is_shown_as_text(
+    anchored_service: NotaryService, key_source: InMemoryKeySource, chain_client: ChainClient
+) -> None:
+    await anchored_service.register_device(XSS_ID, sae_id="sae-xss", owner="<b>owner</b>")
+    device = SimDevice(XSS_ID, "sae-xss", key_source)
+    accepted = await anchored_service.pipeline.submit(device.seal().to_json().encode())
+    await AnchoringWorker(anchored_service.store, chain_client, mode=AnchorMode.BATCH).drain()
+    transport = httpx.ASGITransport(app=create_app(anchored_service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://notary.test") as c:
+        tx = (await c.get(f"/v1/records/{accepted.record_id}")).json()["anchor"]["tx_hash"]
+        search = await c.get("/explorer/search", params={"q": XSS_ID}, follow_redirects=False)
+        assert search.status_code == 303
+        pages = [
+            "/explorer/",
+            "/explorer/devices",
+            search.headers["location"],
+            f"/explorer/records/{accepted.record_id}",
+            f"/explorer/tx/{tx}",
+        ]
+        for page in pages:
+            response = await c.get(page)
+            assert response.status_code == 200, page
+            assert "<script>alert(1)" not in response.text, page
+            assert "<b>owner" not in response.text, page
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text, page
+
+
+async def test_without_a_chain_pages_say_so(
+    service: NotaryService, device: SimDevice, client: httpx.AsyncClient
+) -> None:
+    accepted = await service.pipeline.submit(device.seal().to_json().encode())
+    dashboard = await client.get("/explorer/")
+    assert dashboard.status_code == 200 and "no chain attached" in dashboard.text
+    assert re.search(r'id="outbox-depth">1<', dashboard.text)
+    record = await client.get(f"/explorer/records/{accepted.record_id}?verify_onchain=true")
+    assert record.status_code == 200 and 'id="not-anchored"' in record.text
+    assert (await client.get("/explorer/blocks")).status_code == 404
+    receipt = (await client.get(f"/v1/records/{accepted.record_id}")).json()
+    pasted = await client.post("/explorer/verify", data={"receipt": json.dumps(receipt)})
+    assert pasted.status_code == 503 and "no chain attached" in pasted.text
