@@ -141,7 +141,14 @@ class ChainClient:
         registry_artifact = load_artifact("DeviceRegistry")
         notary_artifact = load_artifact("TelemetryNotary")
         reverts = RevertDecoder([registry_artifact.abi, notary_artifact.abi])
-        sender = TransactionSender(w3, settings, signer, chain_id=chain_id, reverts=reverts)
+        sender = TransactionSender(
+            w3,
+            settings,
+            signer,
+            chain_id=chain_id,
+            reverts=reverts,
+            estimate_gas=embedded is None,
+        )
         if registry is None or notary is None:
             if not settings.deploy:
                 raise ChainMisconfigured(

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from eth.abc import AtomicWriteBatchAPI, SignedTransactionAPI, StateAPI
 from eth.chains.base import MiningChain
@@ -264,6 +264,29 @@ class PersistentPyEVMBackend(PyEVMBackend):  # type: ignore[misc]
         self._store.commit()
         return hashes
 
+    def send_raw_transaction(self, raw_transaction: bytes) -> Any:
+        """Apply a transaction only if it succeeds: a failing one is refused, never mined.
+
+        The notary gives its embedded-chain transactions the block gas limit instead of
+        estimating first (see :class:`~notary.chain.transactions.TransactionSender`), so
+        this is where a revert or an oversized batch is caught: the pending block is put
+        back as it was and the error is raised with what an estimate would have reported.
+        Each transaction thus runs through the EVM once, not twice; for a 500-record
+        ``recordBatch`` that run is most of the cost of the transaction.
+        """
+        pending = self.chain.header
+        builder = self.chain.get_vm().get_transaction_builder()
+        transaction = builder.decode(raw_transaction)
+        _, _, computation = self.chain.apply_transaction(transaction)
+        if computation.is_error:
+            self.chain.header = pending
+            if isinstance(computation.error, OutOfGas):
+                raise GasExceedsAllowance(
+                    f"gas required exceeds allowance ({transaction.gas})"
+                ) from computation.error
+            raise _reverted(computation.error) from computation.error
+        return transaction.hash
+
     def _locate(self, transaction_hash: bytes) -> tuple[Any, Any, int]:
         """Find a mined transaction through py-evm's hash index instead of a block scan."""
         try:
@@ -321,10 +344,12 @@ class SerializedTesterProvider(EthereumTesterProvider):
         with self._lock:
             try:
                 return super().make_request(method, params)
-            except GasExceedsAllowance as exc:
-                return _error_response({"code": -32000, "message": str(exc)})
             except TransactionFailed as exc:
-                reverted = _find_reverted(exc)
+                # web3's tester provider re-raises a plain TransactionFailed; ours is
+                # in its context.
+                if _find_cause(exc, GasExceedsAllowance) is not None:
+                    return _error_response({"code": -32000, "message": str(exc)})
+                reverted = _find_cause(exc, RevertedWithData)
                 if reverted is None:
                     raise
                 data = "0x" + reverted.data.hex()
@@ -336,10 +361,13 @@ def _error_response(error: dict[str, Any]) -> RPCResponse:
     return cast(RPCResponse, {"jsonrpc": "2.0", "id": 0, "error": error})
 
 
-def _find_reverted(exc: BaseException | None) -> RevertedWithData | None:
-    """web3's tester provider re-raises a plain TransactionFailed; ours is in its context."""
+_Cause = TypeVar("_Cause", bound=BaseException)
+
+
+def _find_cause(exc: BaseException | None, kind: type[_Cause]) -> _Cause | None:
+    """The first exception of ``kind`` in ``exc``'s cause/context chain."""
     while exc is not None:
-        if isinstance(exc, RevertedWithData):
+        if isinstance(exc, kind):
             return exc
         exc = exc.__cause__ or exc.__context__
     return None

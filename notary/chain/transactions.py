@@ -3,7 +3,11 @@
 * every node call goes through a bounded retry with backoff; when the node stays away the
   caller gets :class:`~notary.errors.ChainUnavailable`;
 * gas is estimated (a revert already shows up here, decoded) and given a margin; a
-  transaction that would not fit in a block raises :class:`~notary.errors.BatchTooLarge`;
+  transaction that would not fit in a block raises :class:`~notary.errors.BatchTooLarge`.
+  The embedded chain is the exception: its node runs in-process and refuses a failing
+  transaction without mining it, so the sender skips the estimate (which would run the
+  whole transaction through py-evm a second time), gives the block gas limit, and gets the
+  same decoded revert or :class:`~notary.errors.BatchTooLarge` from the send itself;
 * nonces come from :class:`~notary.chain.nonces.NonceManager` (thread-safe, resynchronized
   from the node's pending count after any failure or restart);
 * a send that failed in transit is retried with the *same signed bytes* and only after
@@ -61,8 +65,11 @@ class TransactionSender:
         *,
         chain_id: int,
         reverts: RevertDecoder,
+        estimate_gas: bool = True,
     ) -> None:
+        """``estimate_gas=False`` only for a node that refuses failing transactions."""
         self._w3 = w3
+        self._estimate_gas = estimate_gas
         self._settings = settings
         self._signer = signer
         self._chain_id = chain_id
@@ -107,7 +114,7 @@ class TransactionSender:
         call: TxParams = {"from": self.address, "data": data, "value": Wei(0)}
         if to is not None:
             call["to"] = to
-        gas = self._estimate(what, call)
+        gas = self._estimate(what, call) if self._estimate_gas else self.block_gas_limit
         fees = self._fees()
         with self._nonces.reserve() as nonce:
             transaction: dict[str, Any] = {
@@ -163,19 +170,31 @@ class TransactionSender:
     def _estimate(self, what: str, call: TxParams) -> int:
         try:
             estimate = int(self.rpc("eth_estimateGas", lambda: self._w3.eth.estimate_gas(call)))
-        except ContractLogicError as exc:
-            raise TransactionReverted(self.reason(exc)) from exc
-        except Web3RPCError as exc:
-            if "gas required exceeds" in str(exc):
-                raise BatchTooLarge(
-                    f"{what} needs more gas than a block holds ({self.block_gas_limit}); split it"
-                ) from exc
-            raise ChainError(f"the node refused to estimate {what}: {exc}") from exc
+        except (ContractLogicError, Web3RPCError) as exc:
+            raise self._refusal(what, "refused to estimate", exc) from exc
         if estimate > self.block_gas_limit:
             raise BatchTooLarge(
                 f"{what} needs {estimate} gas, a block holds {self.block_gas_limit}; split it"
             )
         return min(int(estimate * self._settings.gas_margin), self.block_gas_limit)
+
+    def _refusal(self, what: str, verb: str, exc: ContractLogicError | Web3RPCError) -> ChainError:
+        """The error for a node's refusal to estimate or accept a transaction.
+
+        web3 turns a revert into ContractLogicError for estimates and calls only; a send
+        refused with a revert comes back as a plain RPC error with code 3 and the data.
+        """
+        if isinstance(exc, ContractLogicError):
+            return TransactionReverted(self.reason(exc))
+        error = (exc.rpc_response or {}).get("error")
+        if isinstance(error, dict) and error.get("code") == 3:
+            data = str(error.get("data") or "0x")
+            return TransactionReverted(self._reverts.decode(bytes.fromhex(data[2:])))
+        if "gas required exceeds" in str(exc):
+            return BatchTooLarge(
+                f"{what} needs more gas than a block holds ({self.block_gas_limit}); split it"
+            )
+        return ChainError(f"the node {verb} the {what} transaction: {exc}")
 
     def _fees(self) -> dict[str, int]:
         """EIP-1559 fees when the chain has a base fee (2x base + tip), else a gas price."""
@@ -203,7 +222,7 @@ class TransactionSender:
             except Web3RPCError as exc:
                 if "already known" in str(exc).lower() or self._known(tx_hash):
                     return
-                raise ChainError(f"the node rejected the {what} transaction: {exc}") from exc
+                raise self._refusal(what, "rejected", exc) from exc
 
         self.rpc("eth_sendRawTransaction", send_once)
 

@@ -21,8 +21,15 @@ from notary.chain import (
     SecurityMode,
     record_leaf,
 )
+from notary.chain.artifacts import load_artifact
 from notary.chain.embedded import EmbeddedChain
-from notary.errors import ChainMisconfigured, EmbeddedChainLocked, TransactionReverted
+from notary.chain.models import encode_device_id
+from notary.errors import (
+    BatchTooLarge,
+    ChainMisconfigured,
+    EmbeddedChainLocked,
+    TransactionReverted,
+)
 
 SIGNER: LocalAccount = Account.from_key(keccak(b"embedded-test-signer"))
 
@@ -124,11 +131,42 @@ def test_reverts_on_the_embedded_chain_carry_decoded_custom_errors(client: Chain
         client.attest_firmware("nobody", keccak(b"fw"))
 
 
+def test_a_failing_transaction_is_refused_without_being_mined(client: ChainClient) -> None:
+    """The sender skips the estimate on the embedded chain; the node itself must then
+    refuse a reverting or oversized transaction and leave no trace of it."""
+    head, nonce = (
+        client.block_number(),
+        client.w3.eth.get_transaction_count(client.w3.to_checksum_address(client.address)),
+    )
+    with pytest.raises(TransactionReverted, match="UnknownDevice"):
+        client.attest_firmware("nobody", keccak(b"fw"))
+    too_many = [rec(f"huge-{i}", i) for i in range(client.block_gas_limit // 60_000)]
+    with pytest.raises(BatchTooLarge):
+        client.record_batch(too_many)
+    assert client.block_number() == head
+    assert (
+        client.w3.eth.get_transaction_count(client.w3.to_checksum_address(client.address)) == nonce
+    )
+    assert client.get_record(too_many[0].record_id) is None
+    outcome = client.record_batch([rec("after-refusals", 1)])  # nonces still line up
+    assert outcome.tx.block_number == head + 1
+
+
 def test_estimated_gas_is_enough_and_not_wasteful(client: ChainClient) -> None:
-    """The single-run estimator is exact for our call-free transactions."""
+    """eth_estimateGas (served to /rpc callers) runs once and is exact for our calls."""
     batch = [rec(f"gas-{i}", i) for i in range(20)]
+    contract = client.w3.eth.contract(abi=load_artifact("TelemetryNotary").abi)
+    rows = [
+        (r.record_id, encode_device_id(r.device_id), r.sequence, r.payload_hash, int(r.mode))
+        for r in batch
+    ]
+    calldata = contract.encode_abi("recordBatch", args=[rows, []])
+    estimate = client.w3.eth.estimate_gas(
+        {"from": client.address, "to": client.notary_address, "data": calldata}
+    )
     outcome = client.record_batch(batch)
     assert len(outcome.recorded) == 20
+    assert estimate == outcome.tx.gas_used
     # 3 new storage slots per record: at least 3 x 22,100 gas each, well under 100k.
     per_record = outcome.tx.gas_used / 20
     assert 66_300 < per_record < 100_000
