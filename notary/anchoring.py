@@ -19,6 +19,12 @@ the resend finds everything already there, the worker looks up the transaction t
 land and records *that* one, so receipts always point at the block holding the evidence.
 While the chain is unreachable, intake keeps filling the outbox; the worker backs off and
 drains it when the node is back.
+
+Several instances sharing one database each run a worker, but only the one holding the
+store's anchoring lead (:meth:`~notary.storage.base.Store.hold_anchoring_lead`) works; the
+others wait and take over when the leader's lock session ends. So one signer never sends
+from two processes at once (no nonce races), and batches are still disjoint if two ever
+overlap briefly (the store claims members atomically).
 """
 
 from __future__ import annotations
@@ -144,6 +150,7 @@ class AnchoringWorker:
         self._max_backoff = max_backoff_s
         self._clock = clock
         self._wake = asyncio.Event()
+        self._leading = False
 
     @property
     def mode(self) -> AnchorMode:
@@ -180,8 +187,11 @@ class AnchoringWorker:
         """One step: mirror device events, finish or form and send one batch.
 
         ``force`` sends a batch even if it is smaller than ``batch_size`` and younger
-        than ``max_latency_s``. Returns whether anything was done.
+        than ``max_latency_s``. Returns whether anything was done; an instance that does
+        not hold the anchoring lead does nothing.
         """
+        if not await self._hold_lead():
+            return False
         worked = await self.mirror_device_events()
         unfinished = await self._store.unfinished_batches()
         if unfinished:
@@ -194,12 +204,25 @@ class AnchoringWorker:
         return True
 
     async def drain(self, *, timeout_s: float = 60.0) -> None:
-        """Anchor everything in the outbox now (tests, shutdown, the demo)."""
+        """Anchor everything in the outbox now (tests, shutdown, the demo); on an instance
+        without the anchoring lead, wait until the leader has."""
         deadline = time.monotonic() + timeout_s
         while await self._store.outbox_depth() or await self._store.pending_device_events(1):
             if time.monotonic() > deadline:
                 raise TimeoutError("the outbox did not drain in time")
-            await self.run_once(force=True)
+            if not await self.run_once(force=True):
+                await asyncio.sleep(self._poll)
+
+    async def _hold_lead(self) -> bool:
+        leading = await self._store.hold_anchoring_lead()
+        if leading != self._leading:
+            self._leading = leading
+            log_event(
+                log,
+                logging.INFO,
+                "anchoring lead taken" if leading else "anchoring lead lost, standing by",
+            )
+        return leading
 
     # -- device history --------------------------------------------------------------
     async def mirror_device_events(self, limit: int = 32) -> bool:

@@ -21,12 +21,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "ADMIN_TOKEN_FILE",
+    "POSTGRES_SCHEMES",
     "AnchorMode",
     "NotarySettings",
     "load_or_create_admin_token",
 ]
 
 ADMIN_TOKEN_FILE = "admin.token"
+#: URL schemes of PostgreSQL databases (passed to libpq as they are).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class AnchorMode(enum.StrEnum):
@@ -46,7 +49,10 @@ class NotarySettings(BaseSettings):
         default="notary", min_length=1, max_length=128, description="Envelope recipient ID"
     )
     database_url: str | None = Field(
-        default=None, description="sqlite:///path; default <data_dir>/notary.sqlite3"
+        default=None,
+        repr=False,  # a PostgreSQL URL may carry a password
+        description="sqlite:///path or postgresql://user@host:port/db (password from "
+        "PGPASSWORD or ~/.pgpass); default <data_dir>/notary.sqlite3",
     )
     # KME (ETSI GS QKD 014); the notary is the slave SAE, devices' SAEs are masters.
     kme_url: str | None = Field(default=None, description="Base URL of the notary's KME")
@@ -83,6 +89,14 @@ class NotarySettings(BaseSettings):
             raise ValueError("store_payload_on_chain needs anchor_mode=batch")
         return self
 
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:///", *POSTGRES_SCHEMES)):
+            # The value itself is not repeated: it may contain a password.
+            raise ValueError("must start with sqlite:///, postgresql:// or postgres://")
+        return value
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -95,8 +109,13 @@ class NotarySettings(BaseSettings):
             return self.data_dir / "notary.sqlite3"
         prefix = "sqlite:///"
         if not self.database_url.startswith(prefix):
-            raise ValueError("only sqlite:/// database URLs are supported by this build")
+            raise ValueError("database_url names a PostgreSQL database, not a SQLite file")
         return Path(self.database_url[len(prefix) :])
+
+    @property
+    def uses_postgres(self) -> bool:
+        """Whether the store is a (possibly shared) PostgreSQL database."""
+        return self.database_url is not None and self.database_url.startswith(POSTGRES_SCHEMES)
 
     @property
     def admin_token_path(self) -> Path:

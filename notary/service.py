@@ -41,8 +41,8 @@ from notary.metrics import NotaryMetrics
 from notary.mqtt import MQTTIntake
 from notary.pipeline import IntakePipeline
 from notary.receipts import AnchorProof, Receipt, build_receipt
+from notary.storage import open_store
 from notary.storage.base import BatchRow, DeviceEvent, DeviceRow, RecordRow, RecordStatus, Store
-from notary.storage.sqlite import SQLiteStore
 from qkd_channel.kme.client import AsyncKMEClient
 
 __all__ = ["CheckResult", "NotaryService", "anchor_proofs", "kme_key_source"]
@@ -166,12 +166,13 @@ class NotaryService:
         keys: KeySource | None = None,
         chain: AnchorChain | None = None,
     ) -> NotaryService:
-        """Open the data directory's store and admin token; reach the KME the settings
-        name unless a key source is given; anchor through ``chain`` if given."""
+        """Open the store ``settings.database_url`` names (SQLite in the data directory by
+        default) and the admin token; reach the KME the settings name unless a key source
+        is given; anchor through ``chain`` if given."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return cls(
             settings,
-            store=SQLiteStore(settings.sqlite_path),
+            store=open_store(settings),
             keys=keys if keys is not None else kme_key_source(settings),
             admin_token=load_or_create_admin_token(settings.data_dir),
             chain=chain,

@@ -23,6 +23,7 @@ from notary.service import NotaryService
 from notary.storage.sqlite import SQLiteStore
 from qkd_channel.envelope import Envelope, Mode, keys_needed, seal
 from qkd_channel.keys import QKDKey
+from tests.notary.postgres_server import PostgresServer
 from tests.qkd_channel.conftest import KMEPair, start_pair
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
@@ -304,3 +305,10 @@ class KMEDevice:
             mode=Mode.OTP,
             keys=keys,
         )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL cluster per session; tests take fresh databases from it."""
+    with PostgresServer.started() as server:
+        yield server

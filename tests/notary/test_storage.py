@@ -1,5 +1,6 @@
-"""SQLite store: atomic accept, group commit under concurrency, outbox lifecycle, and
-durability of every acknowledged write across a kill -9."""
+"""The Store contract, held against both backends (SQLite and a real PostgreSQL): atomic
+accept, concurrent accepts, outbox lifecycle, and durability of every acknowledged write
+across a kill -9 of the writing process."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,11 @@ from notary.errors import (
     InvalidTransition,
     ReplayDetected,
 )
-from notary.storage.base import BatchStatus, NewRecord, RecordStatus
+from notary.storage.base import BatchStatus, NewRecord, RecordStatus, Store
+from notary.storage.postgres import PostgresStore
 from notary.storage.sqlite import SQLiteStore
 from notary.telemetry import record_id
+from tests.notary.postgres_server import PostgresServer
 
 DIGEST = "c" * 64
 
@@ -48,9 +52,36 @@ def new_record(device_id: str, sequence: int, *, digest: str = DIGEST) -> NewRec
     )
 
 
+#: What a backend is reached by: a SQLite file path or a PostgreSQL URL.
+Location = str
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Location]:
+    """Where a fresh database of the parametrised backend lives."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "n.sqlite3")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    with server.database() as url:
+        yield url
+
+
+def open_at(location: Location) -> Store:
+    """A store (re)opened on ``location``."""
+    if location.startswith("postgresql://"):
+        return PostgresStore(location)
+    return SQLiteStore(Path(location))
+
+
 @pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = SQLiteStore(tmp_path / "n.sqlite3")
+def opener(location: Location) -> Callable[[], Store]:
+    return lambda: open_at(location)
+
+
+@pytest.fixture
+async def store(opener: Callable[[], Store]) -> AsyncIterator[Store]:
+    s = opener()
     await s.create_device("d1", sae_id="sae-1", owner="", expected_digest=None, now=0.0)
     try:
         yield s
@@ -58,13 +89,12 @@ async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
         await s.aclose()
 
 
-async def test_state_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "n.sqlite3"
-    first = SQLiteStore(path)
+async def test_state_survives_reopen(opener: Callable[[], Store]) -> None:
+    first = opener()
     await first.create_device("d1", sae_id="s", owner="o", expected_digest=None, now=0.0)
     outcome = await first.accept(new_record("d1", 7))
     await first.aclose()
-    again = SQLiteStore(path)
+    again = opener()
     try:
         row = await again.get_record(outcome.record.record_id)
         assert row is not None and row.sequence == 7 and row.status is RecordStatus.ACCEPTED
@@ -74,12 +104,12 @@ async def test_state_survives_reopen(tmp_path: Path) -> None:
         await again.aclose()
 
 
-async def test_duplicate_device_is_refused(store: SQLiteStore) -> None:
+async def test_duplicate_device_is_refused(store: Store) -> None:
     with pytest.raises(DeviceExists):
         await store.create_device("d1", sae_id="x", owner="", expected_digest=None, now=1.0)
 
 
-async def test_refused_accept_writes_nothing(store: SQLiteStore) -> None:
+async def test_refused_accept_writes_nothing(store: Store) -> None:
     await store.accept(new_record("d1", 5))
     stale = new_record("d1", 5, digest="d" * 64)
     with pytest.raises(ReplayDetected):
@@ -92,7 +122,7 @@ async def test_refused_accept_writes_nothing(store: SQLiteStore) -> None:
         await store.accept(new_record("nobody", 1))
 
 
-async def test_full_64_bit_sequences_are_ordered(store: SQLiteStore) -> None:
+async def test_full_64_bit_sequences_are_ordered(store: Store) -> None:
     await store.accept(new_record("d1", 2**63 + 5))
     with pytest.raises(ReplayDetected):
         await store.accept(new_record("d1", 2**62))
@@ -100,13 +130,22 @@ async def test_full_64_bit_sequences_are_ordered(store: SQLiteStore) -> None:
     assert top.device.last_sequence == 2**64 - 1
 
 
-async def test_concurrent_accepts_are_group_committed(store: SQLiteStore) -> None:
-    for i in range(50):
-        await store.create_device(f"g{i}", sae_id="s", owner="", expected_digest=None, now=0.0)
-    records = [new_record(f"g{i % 50}", 1 + i // 50) for i in range(200)]
-    outcomes = await asyncio.gather(*(store.accept(r) for r in records))
+async def test_concurrent_accepts_all_land(store: Store) -> None:
+    # SQLite group-commits these; PostgreSQL runs them on parallel connections. Calls in
+    # flight together have no order, so each device has one per round.
+    await asyncio.gather(
+        *(
+            store.create_device(f"g{i}", sae_id="s", owner="", expected_digest=None, now=0.0)
+            for i in range(100)
+        )
+    )
+    outcomes = []
+    for sequence in (1, 2):
+        records = [new_record(f"g{i}", sequence) for i in range(100)]
+        outcomes += await asyncio.gather(*(store.accept(r) for r in records))
     assert len({o.record.record_id for o in outcomes}) == 200
     assert await store.outbox_depth() == 200
+    assert {o.device.last_sequence for o in outcomes[100:]} == {2}
     # A refused job in the same group does not abort its neighbours.
     mixed = [new_record("g0", 10), new_record("g1", 1), new_record("g2", 11)]
     results = await asyncio.gather(*(store.accept(r) for r in mixed), return_exceptions=True)
@@ -114,7 +153,7 @@ async def test_concurrent_accepts_are_group_committed(store: SQLiteStore) -> Non
     assert not isinstance(results[0], BaseException) and not isinstance(results[2], BaseException)
 
 
-async def test_outbox_lifecycle_and_illegal_transitions(store: SQLiteStore) -> None:
+async def test_outbox_lifecycle_and_illegal_transitions(store: Store) -> None:
     ids = [(await store.accept(new_record("d1", s))).record.record_id for s in (1, 2, 3)]
     pending = await store.pending_records(10)
     assert [r.record_id for r in pending] == ids
@@ -153,12 +192,10 @@ async def test_outbox_lifecycle_and_illegal_transitions(store: SQLiteStore) -> N
 _WRITER = textwrap.dedent(
     """
     import asyncio, sys
-    from pathlib import Path
-    from notary.storage.sqlite import SQLiteStore
-    from tests.notary.test_storage import new_record
+    from tests.notary.test_storage import new_record, open_at
 
     async def main():
-        store = SQLiteStore(Path(sys.argv[1]))
+        store = open_at(sys.argv[1])
         await store.create_device("k", sae_id="s", owner="", expected_digest=None, now=0.0)
         seq = 0
         while True:
@@ -171,10 +208,9 @@ _WRITER = textwrap.dedent(
 )
 
 
-async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
-    path = tmp_path / "crash.sqlite3"
+async def test_acknowledged_writes_survive_kill_9(location: Location) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(path)],
+        [sys.executable, "-c", _WRITER, location],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
@@ -184,7 +220,7 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.stdout.close()
-    store = SQLiteStore(path)
+    store = open_at(location)
     try:
         for rid in acknowledged:
             assert await store.get_record(rid) is not None
@@ -195,7 +231,7 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
         await store.aclose()
 
 
-async def test_shrink_batch_returns_the_tail_to_the_outbox(store: SQLiteStore) -> None:
+async def test_shrink_batch_returns_the_tail_to_the_outbox(store: Store) -> None:
     ids = [(await store.accept(new_record("d1", s))).record.record_id for s in (1, 2, 3, 4)]
     batch = await store.create_batch(AnchorMode.BATCH, ids, None, now=1.0)
     shrunk = await store.shrink_batch(batch.batch_id, 1)
