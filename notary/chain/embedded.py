@@ -42,7 +42,7 @@ from eth.vm.spoof import SpoofTransaction
 from eth_tester import EthereumTester
 from eth_tester.backends.pyevm.main import (
     PyEVMBackend,
-    _execute_and_revert_transaction,
+    _get_block_by_number,
     get_default_genesis_params,
 )
 from eth_tester.backends.pyevm.serializers import (
@@ -307,12 +307,18 @@ class PersistentPyEVMBackend(PyEVMBackend):  # type: ignore[misc]
             raise _reverted(cause if isinstance(cause, BaseException) else exc) from exc
 
     def call(self, transaction: Any, block_number: Any = "latest") -> Any:
-        """eth-tester's ``call``, raising the raw revert data instead of its repr."""
+        """eth-tester's ``call``, raising the raw revert data instead of its repr.
+
+        It runs in py-evm's costless state (base fee 0), as geth runs ``eth_call``: with
+        ``gas_price=0`` the caller needs no balance for gas (``/rpc`` callers are unfunded).
+        """
         defaulted = dict(transaction)
         defaulted.setdefault("gas", self._max_available_gas())
         unsigned = self._get_normalized_and_unsigned_evm_transaction(defaulted, block_number)
-        spoofed = SpoofTransaction(unsigned, from_=transaction["from"])
-        computation = _execute_and_revert_transaction(self.chain, spoofed, block_number)
+        spoofed = cast(SignedTransactionAPI, SpoofTransaction(unsigned, from_=transaction["from"]))
+        header = _get_block_by_number(self.chain, block_number).header
+        with self.chain.get_vm(at_header=header).in_costless_state() as state:
+            computation = state.apply_transaction(spoofed)
         if computation.is_error:
             raise _reverted(computation.error)
         return computation.output
