@@ -29,7 +29,8 @@ Hierarchy::
     │   ├── BatchTooLarge         a batch needs more gas than a block holds
     │   ├── InvalidChainInput 422 a value cannot be encoded for the contracts
     │   └── KeystoreError         signer keystore missing, malformed or wrong password
-    └── InvalidProof          422 a Merkle inclusion proof does not lead to the root
+    ├── InvalidProof          422 a Merkle inclusion proof does not lead to the root
+    └── JSONRPCError          a /rpc request is answered with a JSON-RPC error object
 
 ``reason`` attributes are short machine-readable labels. For authentication failures the
 public reason is always ``authentication-failed``; the precise cause (``bad-tag``,
@@ -56,6 +57,7 @@ __all__ = [
     "InvalidChainInput",
     "InvalidProof",
     "InvalidTransition",
+    "JSONRPCError",
     "KeysRejected",
     "KeysUnavailable",
     "KeystoreError",
@@ -320,3 +322,20 @@ class InvalidProof(NotaryError):
     status = 422
     title = "Invalid inclusion proof"
     reason = "invalid-proof"
+
+
+class JSONRPCError(NotaryError):
+    """A request to the embedded chain's JSON-RPC gateway (``/rpc``) failed.
+
+    It is answered as a JSON-RPC error object (``code``, message, optional ``data``), not
+    as an HTTP problem: JSON-RPC clients such as cast and web3.py read only that shape.
+    """
+
+    status = 200
+    title = "JSON-RPC error"
+    reason = "json-rpc"
+
+    def __init__(self, code: int, message: str, *, data: object = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.data = data
