@@ -1,0 +1,96 @@
+"""The explorer on a JSON-RPC chain (anvil) rather than the embedded one: the same pages,
+on-chain verification and decoding work over plain HTTP JSON-RPC."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from eth_account import Account
+from eth_hash.auto import keccak
+
+from notary.anchoring import AnchoringWorker
+from notary.api import create_app
+from notary.chain.client import ChainClient
+from notary.chain.retry import RetryPolicy
+from notary.chain.settings import ChainSettings
+from notary.config import AnchorMode, NotarySettings
+from notary.keysource import InMemoryKeySource
+from notary.service import NotaryService
+from notary.storage.sqlite import SQLiteStore
+from tests.conftest import AnvilFactory, AnvilNode
+from tests.notary.conftest import ADMIN_TOKEN, NOTARY_ID, fleet
+
+SIGNER = Account.from_key(keccak(b"notary-explorer-anvil"))
+
+
+@pytest.fixture
+def anvil_chain(anvil_factory: AnvilFactory, tmp_path: Path) -> Iterator[ChainClient]:
+    node: AnvilNode = anvil_factory()
+    node.rpc("anvil_setBalance", [SIGNER.address, hex(10**21)])
+    settings = ChainSettings(
+        data_dir=tmp_path / "chain",
+        rpc_url=node.url,
+        retry=RetryPolicy(attempts=2, initial_backoff_s=0.05),
+    )
+    client = ChainClient.open(settings, SIGNER)
+    try:
+        yield client
+    finally:
+        client.close()
+        node.stop()
+
+
+@pytest.fixture
+async def anvil_service(
+    tmp_path: Path, key_source: InMemoryKeySource, anvil_chain: ChainClient
+) -> AsyncIterator[NotaryService]:
+    settings = NotarySettings(data_dir=tmp_path / "notary", notary_id=NOTARY_ID)
+    settings.data_dir.mkdir(parents=True)
+    svc = NotaryService(
+        settings,
+        store=SQLiteStore(settings.sqlite_path),
+        keys=key_source,
+        admin_token=ADMIN_TOKEN,
+        chain=anvil_chain,
+    )
+    try:
+        yield svc
+    finally:
+        await svc.aclose()
+
+
+async def test_pages_and_verification_work_on_anvil(
+    anvil_service: NotaryService, key_source: InMemoryKeySource, anvil_chain: ChainClient
+) -> None:
+    devices = await fleet(anvil_service, key_source, 2)
+    record_ids = []
+    for dev in devices * 2:
+        sealed = dev.seal().to_json().encode()
+        record_ids.append((await anvil_service.pipeline.submit(sealed)).record_id)
+    worker = AnchoringWorker(anvil_service.store, anvil_chain, mode=AnchorMode.MERKLE)
+    await worker.drain()
+    transport = httpx.ASGITransport(app=create_app(anvil_service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://notary.test") as c:
+        dashboard = await c.get("/explorer/")
+        assert dashboard.status_code == 200 and "JSON-RPC node" in dashboard.text
+        assert f'href="/explorer/blocks/{anvil_chain.block_number()}"' in dashboard.text
+        for record_id in record_ids:
+            page = await c.get(f"/explorer/records/{record_id}", params={"verify_onchain": "true"})
+            assert "VERIFIED" in page.text
+            results = dict(
+                re.findall(r'data-check="([a-z-]+)">.*?"result">([^<]+)<', page.text, re.S)
+            )
+            assert results["proof"] == "passed" and results["state"] == "passed"
+        anchor = (await c.get(f"/v1/records/{record_ids[0]}")).json()["anchor"]
+        tx = await c.get(f"/explorer/tx/{anchor['tx_hash']}")
+        assert "TelemetryNotary.anchorRoot" in tx.text and 'data-event="RootAnchored"' in tx.text
+        found = await c.get(
+            "/explorer/search", params={"q": str(anchor["block_number"])}, follow_redirects=True
+        )
+        assert found.status_code == 200 and anchor["tx_hash"] in found.text
+        device = await c.get(f"/explorer/devices/{devices[0].device_id}")
+        assert 'id="onchain-attestations"' in device.text
