@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from notary.api.problems import install_problem_handlers
-from notary.api.routes import admin, devices, health, records, telemetry
+from notary.api.routes import admin, devices, health, records, rpc, telemetry
 from notary.config import NotarySettings
 from notary.explorer import install_explorer
 from notary.service import NotaryService
@@ -51,7 +51,7 @@ def create_app(
     if service is not None:
         app.state.service = service
     install_problem_handlers(app)
-    for module in (telemetry, records, devices, admin, health):
+    for module in (telemetry, records, devices, admin, health, rpc):
         app.include_router(module.router)
     install_explorer(app)
     return app

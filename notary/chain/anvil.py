@@ -18,12 +18,23 @@ from pathlib import Path
 
 from notary.errors import ChainMisconfigured, ChainUnavailable
 
-__all__ = ["ANVIL_BINARY", "ANVIL_CHAIN_ID", "ANVIL_DEV_KEY", "AnvilNode", "free_port"]
+__all__ = [
+    "ANVIL_BINARY",
+    "ANVIL_CHAIN_ID",
+    "ANVIL_DEV_KEY",
+    "AnvilNode",
+    "foundry_binary",
+    "free_port",
+]
 
-ANVIL_BINARY = (
-    Path(__file__).resolve().parents[2]
-    / "contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
-)
+
+def foundry_binary(name: str) -> Path:
+    """Where ``make node-deps`` installs Foundry's ``name`` (``anvil``, ``cast``) from npm."""
+    package = f"@foundry-rs/{name}-linux-amd64"
+    return Path(__file__).resolve().parents[2] / "contracts/node_modules" / package / "bin" / name
+
+
+ANVIL_BINARY = foundry_binary("anvil")
 #: anvil's first dev account (from its public default mnemonic): for tests only.
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 ANVIL_CHAIN_ID = 31337

@@ -3,7 +3,9 @@
 The receipt comes from the notary (or a file); every claim in it is then checked against a
 chain node by :func:`notary.receipts.verify_receipt`: record ID, payload hash (when the
 plaintext is given), Merkle leaf and proof, chain ID, contract code, transaction, block,
-event and contract state. Only the node is trusted.
+event and contract state. Only the node is trusted. A notary on its embedded chain is that
+chain's only node: while it runs, its ``/rpc`` endpoint serves the chain (``--rpc-url
+http://notary:8080/rpc``); once stopped, ``--data-dir`` opens the chain files themselves.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from notary.chain.deployment import load_deployment
 from notary.chain.embedded import EmbeddedChain
 from notary.chain.settings import ChainSettings
 from notary.cli.common import user_errors
-from notary.errors import ReceiptInvalid
+from notary.errors import EmbeddedChainLocked, ReceiptInvalid
 from notary.receipts import Receipt, verify_receipt
 
 __all__ = ["embedded_web3", "receipt"]
@@ -39,12 +41,18 @@ def embedded_web3(data_dir: Path) -> Iterator[Web3]:
     alloc = {}
     if deployment.deployer:
         alloc[bytes.fromhex(deployment.deployer[2:])] = defaults.embedded_genesis_balance_wei
-    chain = EmbeddedChain(
-        chain_dir,
-        chain_id=deployment.chain_id,
-        genesis_alloc=alloc,  # type: ignore[arg-type]
-        gas_limit=defaults.embedded_gas_limit,
-    )
+    try:
+        chain = EmbeddedChain(
+            chain_dir,
+            chain_id=deployment.chain_id,
+            genesis_alloc=alloc,  # type: ignore[arg-type]
+            gas_limit=defaults.embedded_gas_limit,
+        )
+    except EmbeddedChainLocked:
+        raise click.ClickException(
+            f"the notary of {data_dir} is running; verify through its JSON-RPC endpoint: "
+            "--rpc-url http://<notary>/rpc"
+        ) from None
     try:
         yield Web3(chain.provider)
     finally:
@@ -72,7 +80,11 @@ def receipt() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Read the receipt from this JSON file instead of asking the notary.",
 )
-@click.option("--rpc-url", help="Any JSON-RPC node of the chain (the only party trusted).")
+@click.option(
+    "--rpc-url",
+    help="Any JSON-RPC node of the chain (the only party trusted); for a running notary "
+    "on its embedded chain: http://<notary>/rpc.",
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -100,7 +112,10 @@ def verify(
     document = _load(record_id, url, receipt_file)
     payload = payload_file.read_bytes() if payload_file else None
     if rpc_url is None and data_dir is None:
-        raise click.UsageError("give --rpc-url (a node of the chain) or --data-dir (embedded)")
+        raise click.UsageError(
+            "give --rpc-url (a node of the chain, or a running notary's /rpc) or --data-dir "
+            "(a stopped notary's embedded chain)"
+        )
     try:
         if rpc_url is not None:
             result = verify_receipt(
