@@ -42,7 +42,10 @@ class AnchorMode(enum.StrEnum):
 class NotarySettings(BaseSettings):
     """Everything the service, the worker and the MQTT intake need to start."""
 
-    model_config = SettingsConfigDict(env_prefix="QKD_NOTARY_", extra="forbid")
+    # Inputs stay out of validation errors: a database URL may carry a password.
+    model_config = SettingsConfigDict(
+        env_prefix="QKD_NOTARY_", extra="forbid", hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(default=Path("notary-data"), description="State directory")
     notary_id: str = Field(

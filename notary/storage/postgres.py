@@ -155,6 +155,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX records_unanchored ON records(position) WHERE status <> 'anchored'",
         "CREATE INDEX records_by_envelope ON records(envelope_digest)",
         "CREATE INDEX records_by_batch ON records(batch_id, leaf_index)",
+        "CREATE INDEX records_by_device ON records(device_id, position)",
         """CREATE TABLE consumed_keys (
             key_id TEXT PRIMARY KEY,
             device_id TEXT NOT NULL,
@@ -234,6 +235,9 @@ class PostgresStore:
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": True},
+            # One round trip per checkout buys no 503s after a database restart or
+            # failover: a dead pooled connection is replaced instead of handed out.
+            check=AsyncConnectionPool.check_connection,
             open=False,
             name="qkd-notary",
         )
@@ -357,8 +361,9 @@ class PostgresStore:
                 " JOIN pg_stat_activity a ON a.pid = l.pid"
                 " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
                 " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                # A bigint key shows as its high (classid) and low (objid) 32 bits.
                 " AND ((l.classid::bigint << 32) | l.objid::bigint) = %s",
-                (LEAD_LOCK & 0xFFFFFFFFFFFFFFFF,),
+                (LEAD_LOCK,),
             )
             row = await cursor.fetchone()
             return None if row is None else str(row[0])
@@ -621,6 +626,35 @@ class PostgresStore:
                 (limit,),
             )
             return [_record(row) for row in await cursor.fetchall()]
+
+        return await self._read(query)
+
+    # -- explorer listings (RecordBrowser) -------------------------------------------
+    async def recent_records(self, limit: int, *, device_id: str | None = None) -> list[RecordRow]:
+        async def query(conn: Conn) -> list[RecordRow]:
+            if device_id is None:
+                cursor = await conn.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM records ORDER BY position DESC LIMIT %s",
+                    (limit,),
+                )
+            else:
+                cursor = await conn.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM records WHERE device_id = %s"
+                    " ORDER BY position DESC LIMIT %s",
+                    (device_id, limit),
+                )
+            return [_record(row) for row in await cursor.fetchall()]
+
+        return await self._read(query)
+
+    async def accepted_times(self, since: float, limit: int) -> list[float]:
+        async def query(conn: Conn) -> list[float]:
+            cursor = await conn.execute(
+                "SELECT accepted_at FROM (SELECT accepted_at FROM records"
+                " ORDER BY position DESC LIMIT %s) newest WHERE accepted_at >= %s",
+                (limit, since),
+            )
+            return [float(row[0]) for row in await cursor.fetchall()]
 
         return await self._read(query)
 

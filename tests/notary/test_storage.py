@@ -22,7 +22,7 @@ from notary.errors import (
     InvalidTransition,
     ReplayDetected,
 )
-from notary.storage.base import BatchStatus, NewRecord, RecordStatus, Store
+from notary.storage.base import BatchStatus, NewRecord, RecordBrowser, RecordStatus, Store
 from notary.storage.postgres import PostgresStore
 from notary.storage.sqlite import SQLiteStore
 from notary.telemetry import record_id
@@ -34,7 +34,9 @@ DIGEST = "c" * 64
 _keys = iter(range(1, 1 << 40))
 
 
-def new_record(device_id: str, sequence: int, *, digest: str = DIGEST) -> NewRecord:
+def new_record(
+    device_id: str, sequence: int, *, digest: str = DIGEST, accepted_at: float = 1.0
+) -> NewRecord:
     key_id = f"00000000-0000-4000-8000-{next(_keys):012x}"
     return NewRecord(
         record_id=record_id(device_id, sequence, [key_id]),
@@ -48,7 +50,7 @@ def new_record(device_id: str, sequence: int, *, digest: str = DIGEST) -> NewRec
         firmware_digest=digest,
         envelope_digest=f"{device_id}-{sequence}",
         sent_at_ms=0,
-        accepted_at=1.0,
+        accepted_at=accepted_at,
     )
 
 
@@ -242,3 +244,17 @@ async def test_shrink_batch_returns_the_tail_to_the_outbox(store: Store) -> None
     merkle = await store.create_batch(AnchorMode.MERKLE, ids[1:], "0x" + "aa" * 32, now=2.0)
     with pytest.raises(InvalidTransition):
         await store.shrink_batch(merkle.batch_id, 1)  # a fixed root cannot lose leaves
+
+
+async def test_explorer_listings_are_newest_first(store: Store) -> None:
+    assert isinstance(store, RecordBrowser)
+    await store.create_device("d2", sae_id="s", owner="", expected_digest=None, now=0.0)
+    ids = []
+    for n in range(6):
+        device = "d1" if n % 2 == 0 else "d2"
+        outcome = await store.accept(new_record(device, n + 1, accepted_at=100.0 + n))
+        ids.append(outcome.record.record_id)
+    assert [r.record_id for r in await store.recent_records(4)] == ids[::-1][:4]
+    assert [r.record_id for r in await store.recent_records(10, device_id="d2")] == ids[1::2][::-1]
+    assert sorted(await store.accepted_times(103.0, 10)) == [103.0, 104.0, 105.0]
+    assert sorted(await store.accepted_times(0.0, 2)) == [104.0, 105.0]  # newest 2 only
