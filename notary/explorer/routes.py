@@ -225,7 +225,10 @@ async def verify_pasted_receipt(request: Request, service: ServiceDep) -> HTMLRe
                 {"pasted": "", "report": None, "chain_error": "the receipt is too large"},
                 status_code=413,
             )
-    fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=4)
+    try:
+        fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=4)
+    except ValueError:  # more fields than the form has
+        fields = {}
     pasted = fields.get("receipt", [""])[0]
     plaintext = fields.get("payload", [""])[0]
     chain = ChainView.of(service.chain)

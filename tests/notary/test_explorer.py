@@ -5,21 +5,28 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+import notary.explorer
 from notary.anchoring import AnchoringWorker
 from notary.api import create_app
 from notary.chain.client import ChainClient
 from notary.config import AnchorMode
+from notary.explorer.stats import per_minute
 from notary.keysource import InMemoryKeySource
 from notary.receipts import RECEIPT_CHECKS
 from notary.service import NotaryService
-from tests.notary.conftest import SimDevice, fleet
+from tests.notary.conftest import ADMIN_TOKEN, SimDevice, fleet
 
 XSS_ID = "<script>alert(1)</script>"
 
@@ -45,17 +52,35 @@ async def _populate(
     return devices, record_ids
 
 
-@pytest.fixture(params=[AnchorMode.BATCH, AnchorMode.MERKLE], ids=["batch", "merkle"])
+@asynccontextmanager
+async def _explore(
+    service: NotaryService, keys: InMemoryKeySource, chain: ChainClient, mode: AnchorMode
+) -> AsyncIterator[Explored]:
+    devices, record_ids = await _populate(service, keys, chain, mode)
+    transport = httpx.ASGITransport(app=create_app(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://notary.test") as client:
+        yield Explored(client, service, chain, devices, record_ids)
+
+
+@pytest.fixture
 async def explored(
+    anchored_service: NotaryService, key_source: InMemoryKeySource, chain_client: ChainClient
+) -> AsyncIterator[Explored]:
+    """Two devices, four records anchored in batch mode, and a client for the pages."""
+    async with _explore(anchored_service, key_source, chain_client, AnchorMode.BATCH) as e:
+        yield e
+
+
+@pytest.fixture(params=[AnchorMode.BATCH, AnchorMode.MERKLE], ids=["batch", "merkle"])
+async def explored_any_mode(
     request: pytest.FixtureRequest,
     anchored_service: NotaryService,
     key_source: InMemoryKeySource,
     chain_client: ChainClient,
 ) -> AsyncIterator[Explored]:
-    devices, record_ids = await _populate(anchored_service, key_source, chain_client, request.param)
-    transport = httpx.ASGITransport(app=create_app(anchored_service))
-    async with httpx.AsyncClient(transport=transport, base_url="http://notary.test") as client:
-        yield Explored(client, anchored_service, chain_client, devices, record_ids)
+    """As ``explored``, once per anchoring mode."""
+    async with _explore(anchored_service, key_source, chain_client, request.param) as e:
+        yield e
 
 
 async def _receipt(client: httpx.AsyncClient, record_id: str) -> dict[str, Any]:
@@ -92,6 +117,8 @@ async def test_every_page_renders_with_security_headers(explored: Explored) -> N
     for page in pages:
         response = await c.get(page)
         assert response.status_code == 200, page
+        # No secrets: the admin token, and no plaintext (the device sent {"kwh": 1.5, ...}).
+        assert ADMIN_TOKEN not in response.text and '"kwh"' not in response.text, page
     response = await c.get("/explorer/")
     assert response.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in response.headers["content-security-policy"]
@@ -125,7 +152,8 @@ async def test_device_page_shows_timeline_chain_history_and_records(explored: Ex
     assert devices.count('class="badge trusted"') == 2
 
 
-async def test_verify_onchain_passes_every_applicable_check(explored: Explored) -> None:
+async def test_verify_onchain_passes_every_applicable_check(explored_any_mode: Explored) -> None:
+    explored = explored_any_mode
     for record_id in explored.record_ids:
         html = (
             await explored.client.get(f"/explorer/records/{record_id}?verify_onchain=true")
@@ -205,7 +233,10 @@ async def test_pasted_garbage_is_a_format_failure_and_is_escaped(explored: Explo
     assert "<img src=x" not in response.text and "&lt;img src=x" in response.text
 
 
-async def test_transaction_and_block_pages_decode_notary_events(explored: Explored) -> None:
+async def test_transaction_and_block_pages_decode_notary_events(
+    explored_any_mode: Explored,
+) -> None:
+    explored = explored_any_mode
     receipt = await _receipt(explored.client, explored.record_ids[0])
     anchor = receipt["anchor"]
     html = (await explored.client.get(f"/explorer/tx/{anchor['tx_hash']}")).text
@@ -334,3 +365,40 @@ async def test_without_a_chain_pages_say_so(
     receipt = (await client.get(f"/v1/records/{accepted.record_id}")).json()
     pasted = await client.post("/explorer/verify", data={"receipt": json.dumps(receipt)})
     assert pasted.status_code == 503 and "no chain attached" in pasted.text
+
+
+async def test_verify_form_with_extra_fields_is_a_format_failure(explored: Explored) -> None:
+    body = "&".join(f"f{i}=x" for i in range(10))
+    response = await explored.client.post(
+        "/explorer/verify",
+        content=body,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200 and 'id="failed-check">format<' in response.text
+
+
+@given(
+    now=st.floats(min_value=1e9, max_value=2e9),
+    offsets=st.lists(st.floats(min_value=0, max_value=1200), max_size=50),
+)
+def test_per_minute_counts_exactly_the_times_in_its_window(
+    now: float, offsets: list[float]
+) -> None:
+    times = [now - o for o in offsets]
+    rates = per_minute(times, now=now, minutes=10)
+    assert len(rates) == 10
+    assert [r.start for r in rates] == sorted(r.start for r in rates)
+    window_start = rates[0].start
+    assert sum(r.count for r in rates) == sum(1 for t in times if t >= window_start)
+    assert rates[-1].start <= now < rates[-1].start + 60
+
+
+def test_templates_and_static_files_ship_in_the_package() -> None:
+    """Every template and static file matches the package-data globs of pyproject.toml,
+    so ``pip install .`` installs a working explorer."""
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    config = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
+    root = Path(notary.explorer.__file__).parent
+    shipped = {path for pattern in config["notary.explorer"] for path in root.glob(pattern)}
+    on_disk = {p for d in ("templates", "static") for p in (root / d).rglob("*") if p.is_file()}
+    assert on_disk and on_disk <= shipped
