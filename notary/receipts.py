@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from eth_hash.auto import keccak
-from eth_utils.address import to_checksum_address
+from eth_utils.address import is_address, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from web3 import Web3
 from web3.exceptions import BlockNotFound, TransactionNotFound, Web3Exception
@@ -187,6 +187,7 @@ def verify_receipt(
     anchor = parsed.anchor
     if parsed.status is not RecordStatus.ANCHORED or anchor is None:
         raise ReceiptInvalid("the receipt is not anchored yet", reason="not-anchored")
+    _check_anchor_format(anchor)
     _check_offline(parsed, anchor, payload, passed)
     try:
         return _check_chain(
@@ -219,6 +220,17 @@ def _unhex(value: str, what: str) -> bytes:
     except ValueError:
         raise ReceiptInvalid(f"{what} is not hex", reason="format") from None
     return raw
+
+
+def _check_anchor_format(anchor: AnchorProof) -> None:
+    """Malformed chain coordinates make a bad receipt, not a failing node: refuse them
+    before any query (web3 would raise its own ValueError for them)."""
+    if (
+        len(_unhex(anchor.tx_hash, "tx_hash")) != 32
+        or len(_unhex(anchor.block_hash, "block_hash")) != 32
+        or not is_address(anchor.contract)
+    ):
+        raise ReceiptInvalid("malformed transaction, block or contract", reason="format")
 
 
 def _chain_record(receipt: Receipt) -> RecordInput:

@@ -2,8 +2,9 @@
 
 Read-only by construction: the routes call only read methods of the store, the chain view
 (:mod:`notary.explorer.chain_view`) and receipt verification; the one POST (``/verify``)
-checks a pasted receipt and stores nothing. Pages never show key material, payloads, salts
-beyond what a receipt already carries, the admin token or the node URL.
+checks a pasted receipt and stores nothing. Pages never show key material, payloads, the
+admin token or the node URL (it may carry credentials); receipts show only what receipts
+publish anyway.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def _browser(service: NotaryService) -> RecordBrowser | None:
 
 @_root.get("/")
 async def read_root() -> RedirectResponse:
+    """The notary's front page is the explorer."""
     return RedirectResponse("/explorer/", status_code=307)
 
 

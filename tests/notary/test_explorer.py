@@ -212,6 +212,23 @@ async def test_pasted_tampered_receipt_fails_at_the_right_check(
     assert all(results[name] in {"not reached", "n/a"} for name in later)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("tx_hash", "0xzz"), ("block_hash", "0x1234"), ("contract", "0xnot-an-address")],
+)
+async def test_pasted_receipt_with_malformed_anchor_fails_not_unavailable(
+    explored: Explored, field: str, value: str
+) -> None:
+    """A malformed coordinate is a bad receipt (FAILED, format), not an unreachable node."""
+    document = await _receipt(explored.client, explored.record_ids[0])
+    document["anchor"][field] = value
+    response = await explored.client.post(
+        "/explorer/verify", data={"receipt": json.dumps(document)}
+    )
+    assert response.status_code == 200
+    assert 'id="failed-check">format<' in response.text
+
+
 async def test_pasted_receipt_with_wrong_plaintext_fails_payload_hash(explored: Explored) -> None:
     genuine = await _receipt(explored.client, explored.record_ids[0])
     device = explored.devices[0]
