@@ -33,7 +33,7 @@ class BlockSummary:
     number: int
     hash: str
     timestamp: int
-    tx_count: int
+    tx_hashes: tuple[str, ...]
     gas_used: int
 
 
@@ -56,7 +56,7 @@ class TxView:
 class BlockView:
     summary: BlockSummary
     parent_hash: str
-    transactions: tuple[TxView, ...]
+    transactions: tuple[TxView, ...]  #: decoded, at most ``ChainView.MAX_BLOCK_TXS``
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,9 @@ def _hex(value: Any) -> str:
 
 class ChainView:
     """The explorer's window on the notary's chain client (read-only)."""
+
+    #: Transactions of one block fetched and decoded for its page (two node calls each).
+    MAX_BLOCK_TXS = 50
 
     def __init__(self, chain: ChainClient) -> None:
         self._chain = chain
@@ -136,8 +139,9 @@ class ChainView:
         block = self._node(fetch)
         if block is None:
             return None
-        txs = tuple(tx for tx in (self.transaction(_hex(h)) for h in block["transactions"]) if tx)
-        return BlockView(self._summary(block), _hex(block["parentHash"]), txs)
+        summary = self._summary(block)
+        fetched = (self.transaction(h) for h in summary.tx_hashes[: self.MAX_BLOCK_TXS])
+        return BlockView(summary, _hex(block["parentHash"]), tuple(tx for tx in fetched if tx))
 
     @staticmethod
     def _summary(block: Any) -> BlockSummary:
@@ -145,7 +149,7 @@ class ChainView:
             number=int(block["number"]),
             hash=_hex(block["hash"]),
             timestamp=int(block["timestamp"]),
-            tx_count=len(block["transactions"]),
+            tx_hashes=tuple(_hex(h) for h in block["transactions"]),
             gas_used=int(block["gasUsed"]),
         )
 

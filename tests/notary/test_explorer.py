@@ -132,6 +132,8 @@ async def test_dashboard_shows_outbox_rates_blocks_and_records(explored: Explore
     assert re.search(r'id="outbox-depth">0<', html)  # everything was anchored
     head = explored.chain.block_number()
     assert f'href="/explorer/blocks/{head}"' in html
+    last_tx = (await _receipt(explored.client, explored.record_ids[-1]))["anchor"]["tx_hash"]
+    assert f'href="/explorer/tx/{last_tx}"' in html  # latest blocks list their transactions
     # The four records were accepted within the current minute window.
     counts = [int(n) for n in re.findall(r'<td class="num">(\d+)\+?</td>\s*<td><meter', html)]
     assert len(counts) == 10 and sum(counts) >= 4
