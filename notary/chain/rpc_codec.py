@@ -158,7 +158,7 @@ def boolean(value: Any, position: int | str) -> bool:
 
 def block_number(value: Any, position: int | str) -> int | Literal["latest"]:
     """A block tag or number (tags for the head fold to ``latest``)."""
-    if value in _LATEST_TAGS:
+    if isinstance(value, str) and value in _LATEST_TAGS:
         return LATEST
     if value == "earliest":
         return 0

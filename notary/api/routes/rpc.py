@@ -12,14 +12,15 @@ does not relay (nor reveal) its node's URL.
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic_core import from_json
 
 from notary.api.deps import ServiceDep
 from notary.chain.client import ChainClient
@@ -105,6 +106,28 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _parse_json(body: bytes) -> Any:
+    """Standard JSON (no NaN/Infinity) via pydantic-core's parser, not ``json.loads``.
+
+    py-evm and py_ecc raise the interpreter's recursion limit to 100 000; at that limit
+    ``json.loads`` of a body nested some 60 000 deep overflows the C stack and kills the
+    process instead of raising. pydantic-core's parser stops at a fixed depth (200) with
+    a ValueError whatever the recursion limit.
+    """
+    return from_json(body, allow_inf_nan=False)
+
+
+def _valid_id(request_id: Any) -> bool:
+    """A string, null, or a number that serializes back as sent (JSON-RPC ``id``)."""
+    if request_id is None or isinstance(request_id, str):
+        return True
+    if isinstance(request_id, bool):
+        return False
+    if isinstance(request_id, int):
+        return abs(request_id) < 2**63
+    return isinstance(request_id, float) and math.isfinite(request_id)
+
+
 def _parse(entry: Any) -> _Call | dict[str, Any] | None:
     """A valid call, an error answer for an invalid one, or ``None`` for a notification.
 
@@ -114,9 +137,7 @@ def _parse(entry: Any) -> _Call | dict[str, Any] | None:
     if not isinstance(entry, dict):
         return _error(None, INVALID_REQUEST, "invalid request: expected a JSON object")
     request_id = entry.get("id")
-    if not (request_id is None or isinstance(request_id, str | int | float)) or isinstance(
-        request_id, bool
-    ):
+    if not _valid_id(request_id):
         return _error(None, INVALID_REQUEST, "invalid request: id must be a string or number")
     if entry.get("jsonrpc") != "2.0":
         return _error(request_id, INVALID_REQUEST, 'invalid request: jsonrpc must be "2.0"')
@@ -171,8 +192,8 @@ async def call_json_rpc(request: Request, service: ServiceDep) -> Response:
         message = f"request body exceeds {limits.max_body_bytes} bytes"
         return _answer(_error(None, LIMIT_EXCEEDED, message), 413)
     try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
+        document = _parse_json(body)
+    except ValueError:
         return _answer(_error(None, PARSE_ERROR, "parse error"))
     batch = isinstance(document, list)
     entries = document if batch else [document]
