@@ -28,9 +28,17 @@ SIGNER = Account.from_key(keccak(b"notary-explorer-anvil"))
 
 
 @pytest.fixture
-def anvil_chain(anvil_factory: AnvilFactory, tmp_path: Path) -> Iterator[ChainClient]:
-    node: AnvilNode = anvil_factory()
-    node.rpc("anvil_setBalance", [SIGNER.address, hex(10**21)])
+def node(anvil_factory: AnvilFactory) -> Iterator[AnvilNode]:
+    anvil = anvil_factory()
+    anvil.rpc("anvil_setBalance", [SIGNER.address, hex(10**21)])
+    try:
+        yield anvil
+    finally:
+        anvil.stop()
+
+
+@pytest.fixture
+def anvil_chain(node: AnvilNode, tmp_path: Path) -> Iterator[ChainClient]:
     settings = ChainSettings(
         data_dir=tmp_path / "chain",
         rpc_url=node.url,
@@ -41,7 +49,6 @@ def anvil_chain(anvil_factory: AnvilFactory, tmp_path: Path) -> Iterator[ChainCl
         yield client
     finally:
         client.close()
-        node.stop()
 
 
 @pytest.fixture
@@ -64,7 +71,10 @@ async def anvil_service(
 
 
 async def test_pages_and_verification_work_on_anvil(
-    anvil_service: NotaryService, key_source: InMemoryKeySource, anvil_chain: ChainClient
+    anvil_service: NotaryService,
+    key_source: InMemoryKeySource,
+    anvil_chain: ChainClient,
+    node: AnvilNode,
 ) -> None:
     devices = await fleet(anvil_service, key_source, 2)
     record_ids = []
@@ -94,3 +104,18 @@ async def test_pages_and_verification_work_on_anvil(
         assert found.status_code == 200 and anchor["tx_hash"] in found.text
         device = await c.get(f"/explorer/devices/{devices[0].device_id}")
         assert 'id="onchain-attestations"' in device.text
+
+        # The node goes away: pages still answer, and a receipt is never shown as FAILED
+        # because the chain could not be asked.
+        node.stop()
+        dashboard = await c.get("/explorer/")
+        assert dashboard.status_code == 200 and "unreachable" in dashboard.text
+        page = await c.get(f"/explorer/records/{record_ids[0]}", params={"verify_onchain": "true"})
+        assert page.status_code == 200 and 'id="chain-error"' in page.text
+        assert "FAILED" not in page.text and "VERIFIED" not in page.text
+        receipt = (await c.get(f"/v1/records/{record_ids[0]}")).text
+        pasted = await c.post("/explorer/verify", data={"receipt": receipt})
+        assert pasted.status_code == 503 and "FAILED" not in pasted.text
+        assert (await c.get(f"/explorer/tx/{anchor['tx_hash']}")).status_code == 503
+        device = await c.get(f"/explorer/devices/{devices[0].device_id}")
+        assert device.status_code == 200 and "Chain unreachable" in device.text
