@@ -23,6 +23,7 @@ from notary.api import create_app
 from notary.chain.client import ChainClient
 from notary.config import AnchorMode
 from notary.explorer.stats import per_minute
+from notary.explorer.verification import CHECK_DESCRIPTIONS
 from notary.keysource import InMemoryKeySource
 from notary.receipts import RECEIPT_CHECKS
 from notary.service import NotaryService
@@ -421,3 +422,7 @@ def test_templates_and_static_files_ship_in_the_package() -> None:
     shipped = {path for pattern in config["notary.explorer"] for path in root.glob(pattern)}
     on_disk = {p for d in ("templates", "static") for p in (root / d).rglob("*") if p.is_file()}
     assert on_disk and on_disk <= shipped
+
+
+def test_every_receipt_check_is_described() -> None:
+    assert list(CHECK_DESCRIPTIONS) == list(RECEIPT_CHECKS)
