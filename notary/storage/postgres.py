@@ -227,21 +227,11 @@ class PostgresStore:
             url, connect_timeout=max(1, round(connect_timeout_s)), application_name=_instance_name()
         )
         self._display = redact_url(url)
+        self._pool_size = pool_size
         self._acquire_timeout = acquire_timeout_s
         self._lead_retry = lead_retry_s
         _migrate(self._conninfo)
-        self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-            self._conninfo,
-            min_size=1,
-            max_size=pool_size,
-            kwargs={"autocommit": True},
-            # One round trip per checkout buys no 503s after a database restart or
-            # failover: a dead pooled connection is replaced instead of handed out.
-            check=AsyncConnectionPool.check_connection,
-            open=False,
-            name="qkd-notary",
-        )
-        self._pool_open = False
+        self._pool: AsyncConnectionPool[Conn] | None = None
         self._pool_lock = asyncio.Lock()
         self._lead_lock = asyncio.Lock()
         self._lead_conn: Conn | None = None
@@ -255,16 +245,30 @@ class PostgresStore:
         return self._display
 
     # -- plumbing --------------------------------------------------------------------
-    async def _open_pool(self) -> None:
-        if self._pool_open:
-            return
+    async def _open_pool(self) -> AsyncConnectionPool[Conn]:
+        """The pool, opened in the running loop on first use (again after a failed open:
+        a pool that could not fill is closed for good)."""
+        if self._pool is not None:
+            return self._pool
         async with self._pool_lock:
-            if not self._pool_open:
+            if self._pool is None:
+                pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+                    self._conninfo,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    kwargs={"autocommit": True},
+                    # One round trip per checkout buys no 503s after a database restart
+                    # or failover: a dead pooled connection is replaced, not handed out.
+                    check=AsyncConnectionPool.check_connection,
+                    open=False,
+                    name="qkd-notary",
+                )
                 try:
-                    await self._pool.open(wait=True, timeout=self._acquire_timeout)
+                    await pool.open(wait=True, timeout=self._acquire_timeout)
                 except PoolTimeout as exc:
                     raise StorageUnavailable("the database could not be reached") from exc
-                self._pool_open = True
+                self._pool = pool
+            return self._pool
 
     async def _run(self, fn: Callable[[Conn], Awaitable[T]], *, write: bool) -> T:
         """Run ``fn`` on a pooled connection (in one transaction if ``write``).
@@ -274,12 +278,12 @@ class PostgresStore:
         """
         if self._closed:
             raise StorageUnavailable("store is closed")
-        await self._open_pool()
+        pool = await self._open_pool()
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with self._pool.connection(timeout=self._acquire_timeout) as conn:
+                async with pool.connection(timeout=self._acquire_timeout) as conn:
                     if not write:
                         return await fn(conn)
                     async with conn.transaction():
@@ -305,7 +309,7 @@ class PostgresStore:
         self._closed = True
         async with self._lead_lock:
             await self._drop_lead_connection()
-        if self._pool_open:
+        if self._pool is not None:
             await self._pool.close()
 
     async def ping(self) -> None:

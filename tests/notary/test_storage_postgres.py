@@ -278,6 +278,23 @@ async def test_lost_database_connections_are_replaced_without_errors(
     assert await a.outbox_depth() == 10
 
 
+async def test_a_database_refusing_connections_is_a_503_until_it_is_back(
+    url: str, postgres_server: PostgresServer
+) -> None:
+    store = PostgresStore(url, acquire_timeout_s=1)  # schema created, pool not yet open
+    name = url.rsplit("/", 1)[1]
+    try:
+        with psycopg.connect(postgres_server.admin_url(), autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            with pytest.raises(StorageUnavailable):
+                await store.get_device("d1")
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await store.create_device("d1", sae_id="s", owner="", expected_digest=None, now=0.0)
+        assert await store.get_device("d1") is not None
+    finally:
+        await store.aclose()
+
+
 async def test_an_unreachable_database_is_storage_unavailable() -> None:
     with pytest.raises(StorageUnavailable):
         PostgresStore("postgresql://nobody@127.0.0.1:1/none", connect_timeout_s=1)
