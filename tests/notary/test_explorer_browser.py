@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from eth_account import Account
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
 
 from notary.chain.client import ChainClient
 from notary.chain.settings import ChainSettings
@@ -44,6 +44,11 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 DEVICES = {"meter-north": "sae-0", "meter-south": "sae-1"}
+#: Markup that must be shown as text, never run (the admin API allows any owner text;
+#: device IDs are restricted to [A-Za-z0-9._:@-] there, and tested with markup in
+#: test_explorer.py through the library).
+MARKUP = "<img src=x onerror=alert(1)>"
+MARKUP_DEVICE = "markup-owner"
 
 
 class ServerThread:
@@ -93,6 +98,11 @@ def notarised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notarised]:
     try:
         server.start()
         receipts: dict[str, list[Receipt]] = {}
+        httpx.post(
+            f"{stack.notary_url}/v1/admin/devices",
+            json={"device_id": MARKUP_DEVICE, "sae_id": "sae-markup", "owner": MARKUP},
+            headers=stack.admin_headers(),
+        ).raise_for_status()
         for device_id, sae_id in DEVICES.items():
             stack.register(device_id, sae_id)
             with DeviceClient(
@@ -128,21 +138,29 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh page; fails the test on any console error (a CSP violation included)."""
+    """A fresh page; fails the test on any console error (a CSP violation included) and
+    on any dialog (an injected ``alert`` that ran)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
+    dialogs: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
         if message.type == "error":
             errors.append(message.text)
 
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
     page = context.new_page()
     page.set_default_timeout(15_000)
     page.on("console", on_console)
+    page.on("dialog", on_dialog)
     try:
         yield page
         # A 404 page is an intended answer; anything else in the console is a defect.
         assert [e for e in errors if "404" not in e] == []
+        assert dialogs == []
     finally:
         context.close()
 
@@ -175,6 +193,7 @@ def test_click_through_to_a_verified_record(notarised: Notarised, page: Page) ->
     page.click("#nav-devices")
     expect(page.locator("h1")).to_have_text("Devices")
     expect(page.locator("#devices .badge.trusted")).to_have_count(len(DEVICES))
+    expect(page.locator("#devices .badge.pending")).to_have_count(1)  # the silent device
     shoot(page, "02-devices")
 
     page.click("text=meter-north")
@@ -259,3 +278,18 @@ def test_search_by_record_tx_block_and_device(notarised: Notarised, page: Page) 
     shoot(page, "11-search-not-found")
     status = httpx.get(notarised.url + "/explorer/search", params={"q": "0x" + "42" * 32})
     assert status.status_code == 404
+
+
+def test_markup_is_text_in_the_browser(notarised: Notarised, page: Page) -> None:
+    page.goto(notarised.url + "/explorer/devices")
+    row = page.locator("#devices tr.device-row", has_text=MARKUP_DEVICE)
+    expect(row).to_contain_text(MARKUP)  # the owner, shown literally
+    row.get_by_role("link", name=MARKUP_DEVICE).click()
+    expect(page.locator("#device-id")).to_have_text(MARKUP_DEVICE)
+    expect(page.locator("dl.facts")).to_contain_text(MARKUP)
+    assert page.locator("main img").count() == 0  # no element was created from it
+    shoot(page, "12-markup-owner")
+    page.fill("#search-input", MARKUP)
+    page.click("#search-button")
+    expect(page.locator("#not-found")).to_contain_text(MARKUP)
+    assert page.locator("main img").count() == 0
