@@ -31,5 +31,4 @@ for role in notary operator; do
     qkd-notary chain grant-role "$role" "$signer2" \
         --data-dir "$NOTARY1" --chain-rpc-url "$RPC" --password-file "$PASSWORD1"
 done
-qkd-notary chain info --data-dir "$NOTARY1" --chain-rpc-url "$RPC" --password-file "$PASSWORD1"
 echo "deploy: complete"

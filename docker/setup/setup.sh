@@ -35,11 +35,11 @@ mark() { : >"$STATE/$1.done"; echo "setup: $1 done"; }
 # 1. PKI. One CA (its key stays in the setup volume); each KME's server certificate names
 #    only its own host, so a KME key cannot impersonate the other KME.
 if ! done_ pki; then
-    qkd-kme certs --out "$PKI" --kme kme-a --host kme-a --host localhost --host 127.0.0.1
-    qkd-kme certs --out "$PKI" --kme kme-b --host kme-b
     set -- --sae notary
     for sae in ${DEVICE_SAES:?}; do set -- "$@" --sae "$sae"; done
-    qkd-kme certs --out "$PKI" "$@"
+    # --host names only the KME server certificates of the same call.
+    qkd-kme certs --out "$PKI" --kme kme-a --host kme-a --host localhost --host 127.0.0.1 "$@"
+    qkd-kme certs --out "$PKI" --kme kme-b --host kme-b
     mark pki
 fi
 
@@ -70,8 +70,10 @@ fi
 #    instances never race for nonces of one account).
 for n in 1 2; do
     if ! done_ "keystore-$n"; then
-        qkd-notary keystore new --data-dir "$ROOT/notary$n" \
-            --password-file "$SECRETS/notary${n}_keystore_password"
+        # Prints "ADDRESS PATH"; the address (public) is kept for the allowlist below.
+        created="$(qkd-notary keystore new --data-dir "$ROOT/notary$n" \
+            --password-file "$SECRETS/notary${n}_keystore_password")"
+        printf '%s\n' "${created%% *}" >"$STATE/signer-$n.address"
         mark "keystore-$n"
     fi
 done
@@ -90,10 +92,7 @@ fi
 if ! done_ besu; then
     set --
     for node in ${BESU_NODES:?}; do set -- "$@" --node "$node"; done
-    for n in 1 2; do
-        set -- "$@" --allow-account \
-            "$(qkd-notary keystore address --data-dir "$ROOT/notary$n")"
-    done
+    for n in 1 2; do set -- "$@" --allow-account "$(cat "$STATE/signer-$n.address")"; done
     python "$QBFT_NETWORK" --out "$ROOT/besu" \
         --chain-id "${CHAIN_ID:?}" --block-period "${BLOCK_PERIOD_S:?}" \
         --request-timeout "${REQUEST_TIMEOUT_S:?}" "$@" >"$STATE/besu-network.json"
