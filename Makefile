@@ -7,8 +7,8 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 NPM_STAMP := contracts/node_modules/.installed-stamp
 # Debian packages the tests use: servers they start (Mosquitto, PostgreSQL), the browser
-# the explorer tests drive, and docker-compose to validate the deployment files.
-APT_PACKAGES := mosquitto chromium postgresql docker-compose
+# the explorer tests drive, docker-compose and nginx to validate the deployment files.
+APT_PACKAGES := mosquitto chromium postgresql docker-compose nginx-light
 
 .PHONY: demo test lint typecheck unit install system-deps node-deps bench clean
 
