@@ -30,6 +30,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class BlockSummary:
+    """A block as lists show it (no transaction fetched)."""
+
     number: int
     hash: str
     timestamp: int
@@ -39,6 +41,8 @@ class BlockSummary:
 
 @dataclass(frozen=True)
 class TxView:
+    """A mined transaction with its call and events decoded."""
+
     hash: str
     block_number: int
     block_hash: str
@@ -54,6 +58,8 @@ class TxView:
 
 @dataclass(frozen=True)
 class BlockView:
+    """A block with its transactions decoded."""
+
     summary: BlockSummary
     parent_hash: str
     transactions: tuple[TxView, ...]  #: decoded, at most ``ChainView.MAX_BLOCK_TXS``

@@ -45,6 +45,8 @@ class DecodedArg:
 
 @dataclass(frozen=True)
 class DecodedEvent:
+    """One log of a transaction receipt."""
+
     log_index: int
     contract: str  #: contract name, or the emitting address when not one of ours
     name: str  #: event name, or ``unknown`` when not decodable
@@ -53,6 +55,8 @@ class DecodedEvent:
 
 @dataclass(frozen=True)
 class DecodedCall:
+    """The function a transaction called on one of our contracts, with its arguments."""
+
     contract: str
     function: str
     args: tuple[DecodedArg, ...]

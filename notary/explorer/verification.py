@@ -37,6 +37,8 @@ CHECK_DESCRIPTIONS: Mapping[str, str] = {
 
 
 class CheckStatus(enum.StrEnum):
+    """The outcome of one check as the page shows it."""
+
     PASSED = "passed"
     FAILED = "failed"
     NOT_APPLICABLE = "n/a"  #: skipped by design (no plaintext, batch method, no pinned contract)
@@ -45,6 +47,8 @@ class CheckStatus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class CheckOutcome:
+    """One row of the checks table."""
+
     name: str
     description: str
     status: CheckStatus
