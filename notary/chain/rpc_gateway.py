@@ -180,11 +180,10 @@ class EmbeddedRPCGateway:
         reason = _REFUSED_METHODS.get(method)
         if reason is None and method.partition("_")[0] in _REFUSED_NAMESPACES:
             reason = _READ_ONLY
+        name = method[:64]  # echo a caller's name, not a megabyte of it
         if reason is not None:
-            return JSONRPCError(NOT_SUPPORTED, f"{method} is not supported: {reason}")
-        return JSONRPCError(
-            METHOD_NOT_FOUND, f"the method {method} does not exist/is not available"
-        )
+            return JSONRPCError(NOT_SUPPORTED, f"{name} is not supported: {reason}")
+        return JSONRPCError(METHOD_NOT_FOUND, f"the method {name} does not exist/is not available")
 
     # -- provider access -----------------------------------------------------------------
 
