@@ -170,9 +170,33 @@ def _execute(gateway: EmbeddedRPCGateway, calls: list[_Call]) -> list[dict[str, 
     return answers
 
 
+_REQUEST_SCHEMA = {
+    "type": "object",
+    "required": ["jsonrpc", "method"],
+    "properties": {
+        "jsonrpc": {"const": "2.0"},
+        "id": {"type": ["string", "integer", "null"]},
+        "method": {"type": "string", "example": "eth_blockNumber"},
+        "params": {"type": "array"},
+    },
+}
+
+
 @router.post(
     "/rpc",
     operation_id="call_json_rpc",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [_REQUEST_SCHEMA, {"type": "array", "items": _REQUEST_SCHEMA}]
+                    }
+                }
+            },
+        }
+    },
     responses={
         200: {"description": "JSON-RPC response (or batch of responses)"},
         204: {"description": "Only notifications were sent"},
