@@ -429,6 +429,10 @@ def test_dockerfile_commands_exist() -> None:
     _check_argv(cmd)
     for program in re.findall(r"/opt/venv/bin/(qkd-kme|qkd-notary|qswap) --help", text):
         assert (BIN / program).exists()
+    # In the builder's working directory (the sources) a plain `python -c` would import the
+    # sources, not the installed wheel; -I keeps the working directory off sys.path.
+    flags = re.findall(r"/opt/venv/bin/python\s+([^'\"]*?)-c\b", text)
+    assert len(flags) == 2 and set(flags) == {"-I "}, flags
     # The builder copies the contract artifacts to where the installed module reads them.
     from notary.chain.artifacts import BUILD_DIR, load_artifact
 
