@@ -270,8 +270,11 @@ class PostgresStore:
                 self._pool = pool
             return self._pool
 
-    async def _run(self, fn: Callable[[Conn], Awaitable[T]], *, write: bool) -> T:
-        """Run ``fn`` on a pooled connection (in one transaction if ``write``).
+    async def _run(
+        self, fn: Callable[[Conn], Awaitable[T]], *, write: bool, pipeline: bool = False
+    ) -> T:
+        """Run ``fn`` on a pooled connection (in one transaction if ``write``; with
+        ``pipeline``, statements are queued until a result is fetched or the commit).
 
         A transaction that loses a deadlock or serialisation race is retried from the
         start; driver errors become ``StorageUnavailable``; ``NotaryError`` passes.
@@ -286,6 +289,9 @@ class PostgresStore:
                 async with pool.connection(timeout=self._acquire_timeout) as conn:
                     if not write:
                         return await fn(conn)
+                    if pipeline:
+                        async with conn.pipeline(), conn.transaction():
+                            return await fn(conn)
                     async with conn.transaction():
                         return await fn(conn)
             except (pg_errors.SerializationFailure, pg_errors.DeadlockDetected) as exc:
@@ -521,16 +527,21 @@ class PostgresStore:
 
     async def accept(self, record: NewRecord) -> AcceptOutcome:
         async def job(conn: Conn) -> AcceptOutcome:
-            # The row lock serialises every accept of this device, on every instance.
-            device = await _lock_device(conn, record.device_id)
-            if device is None:
+            # Pipelined: BEGIN and this lock go out together. The row lock serialises
+            # every accept of this device, on every instance.
+            cursor = await conn.execute(
+                f"SELECT {_DEVICE_COLUMNS},"
+                " EXISTS (SELECT 1 FROM records WHERE record_id = %s)"
+                " FROM devices WHERE device_id = %s FOR UPDATE",
+                (record.record_id, record.device_id),
+            )
+            row = await cursor.fetchone()
+            if row is None:
                 raise AuthenticationFailed("unknown-device")
+            device = _device(row)
             if not device.active:
                 raise AuthenticationFailed("device-inactive")
-            cursor = await conn.execute(
-                "SELECT 1 FROM records WHERE record_id = %s", (record.record_id,)
-            )
-            if await cursor.fetchone() is not None:
+            if row[-1]:
                 raise ReplayDetected(
                     "this envelope was already accepted", record_id=record.record_id
                 )
@@ -547,7 +558,8 @@ class PostgresStore:
                 reported=record.firmware_digest,
             )
             changed = result.event is not None
-            cursor = await conn.execute(
+            # Every write is queued first; the first fetch sends them in one round trip.
+            device_cursor = await conn.execute(
                 "UPDATE devices SET last_sequence = %s, approved_digest = %s,"
                 " current_digest = %s, trusted = %s,"
                 " attestation_count = attestation_count + %s,"
@@ -564,10 +576,9 @@ class PostgresStore:
                     record.device_id,
                 ),
             )
-            updated = _device(await _one(cursor))
-            event = None
+            event_cursor = None
             if result.event is not None:
-                event = await _insert_event(
+                event_cursor = await _queue_event(
                     conn,
                     record.device_id,
                     result.event,
@@ -575,7 +586,7 @@ class PostgresStore:
                     record.accepted_at,
                     record.record_id,
                 )
-            cursor = await conn.execute(
+            record_cursor = await conn.execute(
                 f"INSERT INTO records({_RECORD_COLUMNS}) VALUES"
                 " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL)"
                 f" RETURNING {_RECORD_COLUMNS}",
@@ -596,13 +607,16 @@ class PostgresStore:
                     RecordStatus.ACCEPTED.value,
                 ),
             )
-            stored = _record(await _one(cursor))
             await _insert_consumed(
                 conn, record.device_id, record.key_ids, record.record_id, record.accepted_at
             )
-            return AcceptOutcome(record=stored, device=updated, event=event)
+            return AcceptOutcome(
+                record=_record(await _one(record_cursor)),
+                device=_device(await _one(device_cursor)),
+                event=None if event_cursor is None else _event(await _one(event_cursor)),
+            )
 
-        return await self._write(job)
+        return await self._run(job, write=True, pipeline=True)
 
     # -- outbox and anchoring --------------------------------------------------------
     async def get_record(self, record_id: str) -> RecordRow | None:
@@ -888,6 +902,22 @@ def _event(row: Sequence[Any]) -> DeviceEvent:
     )
 
 
+async def _queue_event(
+    conn: Conn,
+    device_id: str,
+    kind: DeviceEventKind,
+    digest: str | None,
+    at: float,
+    record_id: str | None,
+) -> psycopg.AsyncCursor[Row]:
+    """Send (or, in pipeline mode, queue) a history entry; its row comes from the cursor."""
+    return await conn.execute(
+        "INSERT INTO device_events(device_id, kind, digest, at, record_id)"
+        f" VALUES (%s, %s, %s, %s, %s) RETURNING {_EVENT_COLUMNS}",
+        (device_id, kind.value, digest, at, record_id),
+    )
+
+
 async def _insert_event(
     conn: Conn,
     device_id: str,
@@ -896,12 +926,7 @@ async def _insert_event(
     at: float,
     record_id: str | None,
 ) -> DeviceEvent:
-    cursor = await conn.execute(
-        "INSERT INTO device_events(device_id, kind, digest, at, record_id)"
-        f" VALUES (%s, %s, %s, %s, %s) RETURNING {_EVENT_COLUMNS}",
-        (device_id, kind.value, digest, at, record_id),
-    )
-    return _event(await _one(cursor))
+    return _event(await _one(await _queue_event(conn, device_id, kind, digest, at, record_id)))
 
 
 async def _insert_consumed(

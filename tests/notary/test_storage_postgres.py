@@ -266,13 +266,13 @@ async def test_lost_database_connections_are_replaced_without_errors(
     pair: tuple[PostgresStore, PostgresStore], postgres_server: PostgresServer, url: str
 ) -> None:
     a, _ = pair
-    await asyncio.gather(*(a.get_device("d1") for _ in range(8)))  # fill the pool
+    await asyncio.gather(*(a.get_device("d1") for _ in range(8)))  # grow the pool
     with admin(postgres_server, url) as conn:
         killed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
-    assert killed is not None and killed[0] >= 2
+    assert killed is not None and killed[0] >= 1  # every pooled connection of `a`
     for sequence in range(1, 11):
         await a.accept(new_record("d1", sequence))
     assert await a.outbox_depth() == 10
