@@ -5,7 +5,8 @@ Prints, in one run:
 * Cascade reconciliation efficiency ``f = disclosed / (n h(QBER))`` and throughput (Mbit/s
   of sifted key reconciled, both parties in two threads over the in-memory channel) at
   QBER 1, 2, 5 and 8 % on ``--cascade-bits``-bit blocks, measured by ``bench_cascade.py``;
-* Toeplitz privacy-amplification throughput at 1 Mbit and 16 Mbit input blocks;
+* Toeplitz privacy-amplification throughput at 1 Mbit and 16 Mbit input blocks, and the
+  ratio to the previous one-dimensional FFT, measured by ``bench_toeplitz.py``;
 * simulated end-to-end secret key per CPU second (photon simulation + the full two-party
   post-processing over an authenticated in-memory channel) against the link model's
   finite-key rate for the same block;
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from bench_cascade import CascadePoint, bench_cascade  # sibling script: one Cascade measurement
+from bench_toeplitz import ToeplitzPoint, bench_toeplitz, describe  # sibling script
 
 from qkd_channel.link import BRISTOL_CLAVIS2, LinkParameters, finite_key_rate, simulate
 from qkd_channel.link.analytic import secret_key_rate
@@ -34,7 +36,6 @@ from qkd_channel.postprocessing.authentication import (
 )
 from qkd_channel.postprocessing.channel import InMemoryChannel
 from qkd_channel.postprocessing.estimation import EstimationSettings
-from qkd_channel.postprocessing.privacy import seed_bits, toeplitz_hash
 from qkd_channel.postprocessing.protocol import PostProcessingConfig, run_alice, run_bob
 
 
@@ -45,18 +46,6 @@ def _two_parties(alice: Any, bob: Any) -> tuple[Any, Any]:
     out["alice"] = alice()
     thread.join()
     return out["alice"], out["bob"]
-
-
-def bench_toeplitz(bits: int, runs: int) -> float:
-    """Toeplitz hashing throughput (Mbit/s of input) at ``bits``-bit blocks, half compressed."""
-    rng = np.random.default_rng(bits)
-    key = rng.integers(0, 2, bits, dtype=np.uint8)
-    seed = rng.integers(0, 2, seed_bits(bits), dtype=np.uint8)
-    toeplitz_hash(key, seed, bits // 2)  # warm-up: FFT plans, page faults
-    start = time.perf_counter()
-    for _ in range(runs):
-        toeplitz_hash(key, seed, bits // 2)
-    return bits * runs / (time.perf_counter() - start) / 1e6
 
 
 def bench_end_to_end(link: LinkParameters, pulses: int) -> dict[str, float]:
@@ -108,10 +97,10 @@ def main() -> None:
         )
 
     print("Toeplitz privacy amplification (modified Toeplitz, output = input/2)")
-    toeplitz: dict[int, float] = {}
+    toeplitz: dict[int, ToeplitzPoint] = {}
     for bits in (1 << 20, 1 << 24):
-        toeplitz[bits] = bench_toeplitz(bits, 3 if bits == 1 << 20 else 1)
-        print(f"  {bits >> 20:2d} Mbit: {toeplitz[bits]:6.2f} Mbit/s")
+        toeplitz[bits] = bench_toeplitz(bits, runs)
+        print(describe(toeplitz[bits]))
 
     pulses = 2_000_000 if args.quick else 5_000_000
     e2e = bench_end_to_end(LAB_LINK, pulses)
@@ -135,7 +124,10 @@ def main() -> None:
         "bench_qkd: cascade f@1/2/5/8% = "
         + "/".join(f"{cascade[q].efficiency:.3f}" for q in (0.01, 0.02, 0.05, 0.08))
         + f", cascade@2% {cascade[0.02].wall_mbit_s:.2f} Mbit/s"
-        + f", toeplitz 1M/16M {toeplitz[1 << 20]:.1f}/{toeplitz[1 << 24]:.1f} Mbit/s"
+        + f", toeplitz 1M/16M {toeplitz[1 << 20].wall_mbit_s:.1f}"
+        + f"/{toeplitz[1 << 24].wall_mbit_s:.1f} Mbit/s wall"
+        + f" ({toeplitz[1 << 24].cpu_mbit_s:.1f}/CPU-s at 16M,"
+        + f" x{toeplitz[1 << 24].cpu_speedup:.1f} vs 1-D FFT)"
         + f", e2e {e2e['bits_per_cpu_s']:.0f} secret bit/CPU-s vs model {e2e['model_rate']:.0f}"
         + " bit/s"
     )
