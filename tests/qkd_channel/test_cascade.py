@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from qkd_channel.postprocessing.cascade import (
     reconcile_bob,
 )
 from qkd_channel.postprocessing.channel import InMemoryChannel
+from qkd_channel.postprocessing.verification import key_tag
 
 FAST = CascadeConfig(timeout=10.0)
 
@@ -116,6 +118,71 @@ def test_stats_account_for_every_bit_on_the_wire() -> None:
     )
 
 
+class Recording:
+    """A channel end that keeps a copy of every message it sends."""
+
+    def __init__(self, inner: InMemoryChannel) -> None:
+        self.inner = inner
+        self.sent: list[bytes] = []
+
+    def send(self, message: bytes) -> None:
+        self.sent.append(bytes(message))
+        self.inner.send(message)
+
+    def receive(self, timeout: float | None = None) -> bytes:
+        return self.inner.receive(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def recorded_run(
+    n: int, qber: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, CascadeStats, Recording, Recording]:
+    alice, bob = noisy_pair(n, qber, seed=seed)
+    a_inner, b_inner = InMemoryChannel.pair()
+    a_end, b_end = Recording(a_inner), Recording(b_inner)
+    thread, box = in_thread(lambda: reconcile_alice(a_end, alice, qber=qber, config=FAST))
+    corrected, stats = reconcile_bob(b_end, bob, qber=qber, seed=seed, config=FAST)
+    thread.join(timeout=30)
+    assert "error" not in box, box.get("error")
+    return alice, corrected, stats, a_end, b_end
+
+
+def test_disclosed_bits_are_exactly_the_parities_alice_sent() -> None:
+    alice, corrected, stats, a_end, _ = recorded_run(20_000, 0.04, seed=11)
+    assert np.array_equal(corrected, alice)
+    answers = [m for m in a_end.sent if m[:1] == wire.MessageType.PARITY.value]
+    assert len(answers) == stats.exchanges
+    assert sum(int.from_bytes(m[1:5], "little") for m in answers) == stats.disclosed_bits
+
+
+def test_no_sub_block_parity_is_asked_for_twice() -> None:
+    # The tree cache answers every node already revealed (or implied by parent xor
+    # sibling), even when a block is searched again after a cascade fix.
+    _, _, stats, _, b_end = recorded_run(20_000, 0.05, seed=12)
+    queries = [m for m in b_end.sent if m[:1] == wire.MessageType.QUERY.value]
+    ranges: list[tuple[int, int, int]] = []
+    for message in queries:
+        query = wire.decode_query(message, key_bits=20_000, passes_started=len(stats.block_sizes))
+        ranges += zip(
+            query.passes.tolist(), query.starts.tolist(), query.ends.tolist(), strict=True
+        )
+    assert len(ranges) == len(set(ranges))
+    assert stats.corrected_bits == round(20_000 * 0.05)
+
+
+def test_large_keys_need_few_round_trips() -> None:
+    # Searches of all passes run in lock-step and the pass-2 blocks are small enough for
+    # many chains of cascade fixes to run at once: ~150 round trips for 10^5 bits at 2 %
+    # (the opt. (8) schedule searched one block at a time would need thousands).
+    alice, bob = noisy_pair(100_000, 0.02, seed=5)
+    corrected, _, stats = reconcile(alice, bob, 0.02, seed=5)
+    assert np.array_equal(corrected, alice)
+    assert stats.exchanges <= 250
+    assert stats.efficiency <= 1.07
+
+
 def test_inputs_are_not_modified() -> None:
     alice, bob = noisy_pair(2_000, 0.05, seed=3)
     alice_before, bob_before = alice.copy(), bob.copy()
@@ -125,22 +192,28 @@ def test_inputs_are_not_modified() -> None:
     assert np.array_equal(corrected, alice)
 
 
-def test_many_small_blocks_residual_errors_are_rare_and_never_added() -> None:
-    """Cascade alone: a leftover mismatch is rare, and every fix removes a real error."""
+def test_thousand_runs_leave_no_error_past_verification_and_never_add_one() -> None:
+    """Cascade alone may leave a mismatch (rarely); every fix removes a real error, and the
+    verification hash that follows catches whatever is left: zero residual errors after
+    verification in 1,000 runs (the issue's requirement)."""
     residual_runs = 0
-    runs = 150
+    runs = 1_000
     for run in range(runs):
         alice, bob = noisy_pair(1_000, 0.03, seed=10_000 + run, exact=False)
         before = int(np.count_nonzero(alice != bob))
         corrected, _, stats = reconcile(alice, bob, 0.03, seed=run)
         after = int(np.count_nonzero(alice != corrected))
         assert after == before - (stats.corrected_bits or 0)
+        hash_key = secrets.token_bytes(32)
         if after:
             residual_runs += 1
             # What is left is invisible to Cascade (even in every block it checked), so
-            # only the verification hash that follows can catch it; it is never odd here.
+            # only the verification hash can catch it; it is never odd here.
             assert after % 2 == 0
-    assert residual_runs <= 2
+            assert key_tag(hash_key, corrected) != key_tag(hash_key, alice)
+        else:
+            assert key_tag(hash_key, corrected) == key_tag(hash_key, alice)
+    assert residual_runs <= 10
 
 
 def block_parities_of(diff: np.ndarray, stats: CascadeStats) -> list[np.ndarray]:
@@ -313,7 +386,7 @@ def test_bad_arguments_raise_value_error(key: np.ndarray, qber: float) -> None:
 
 def test_config_schedule_follows_the_qber_and_never_exceeds_half_the_key() -> None:
     sizes = CascadeConfig().block_sizes(10_000, 0.02)
-    assert sizes[:3] == (64, 512, 4096)
+    assert sizes[:3] == (64, 128, 4096)
     assert sizes[3:] == (5_000,) * 11
     assert CascadeConfig().block_sizes(10, 0.0) == (5,) * 14
     with pytest.raises(ValueError):
