@@ -162,10 +162,12 @@ def _circular_parity(a: Bits, b: Bits, *, start: int, count: int) -> Bits:
 
 
 def _on_grid(bits: Bits, grid: _Grid) -> Bits:
-    """``bits`` zero-padded to the grid size, as a ``rows x cols`` array."""
-    padded = np.zeros(grid.size, dtype=np.uint8)
+    """``bits`` laid out on the grid: the first ``ceil(len(bits) / cols)`` of its rows, the
+    last one zero-padded (the rows below are all zero and need no copy)."""
+    used = -(-len(bits) // grid.cols)
+    padded = np.zeros(used * grid.cols, dtype=np.uint8)
     padded[: len(bits)] = bits
-    return padded.reshape(grid.rows, grid.cols)
+    return padded.reshape(used, grid.cols)
 
 
 def _unit_roots(grid: _Grid, turns: npt.NDArray[np.int64]) -> Complex:
@@ -197,27 +199,27 @@ class _Twiddles:
         """The factors of the inverse transform."""
         return _Twiddles(self.width, self.within.conj(), self.blocks.conj())
 
-    def apply(self, block: Complex, first: int) -> None:
-        """Multiply the column block that starts at column ``first`` by its twiddles."""
-        block *= self.within[:, : block.shape[1]]
-        block *= self.blocks[:, first // self.width, None]
+    def shift(self, first: int) -> Complex:
+        """The column-block factor ``w^(k first)`` for the block starting at ``first``."""
+        shift: Complex = self.blocks[:, first // self.width, None]
+        return shift
 
 
 def _forward(bits: Bits, grid: _Grid, twiddles: _Twiddles) -> Complex:
-    """Column transforms and twiddles of a ``rows x cols`` 0/1 grid: the first two steps.
-
-    Returns the ``half x cols`` array whose rows still need a forward transform.
-    """
+    """Column transforms and twiddles of 0/1 grid rows (see :func:`_on_grid`): the first
+    two steps. Returns the ``half x cols`` array whose rows still need a transform."""
     width = twiddles.width
+    used = len(bits)
     out: Complex = ducc0.misc.empty_noncritical((grid.half, grid.cols), dtype=np.complex128)
-    column = np.empty((grid.rows, width), dtype=np.float64)
+    column = np.zeros((grid.rows, width), dtype=np.float64)
     spectrum = np.empty((grid.half, width), dtype=np.complex128)
     for first in range(0, grid.cols, width):
         cols = min(width, grid.cols - first)
-        np.copyto(column[:, :cols], bits[:, first : first + cols], casting="unsafe")
+        np.copyto(column[:used, :cols], bits[:, first : first + cols], casting="unsafe")
         block = ducc0.fft.r2c(column[:, :cols], axes=(0,), out=spectrum[:, :cols])
-        twiddles.apply(block, first)
-        out[:, first : first + cols] = block
+        # Both twiddle factors on the cache-resident block; the second one stores it.
+        block *= twiddles.within[:, :cols]
+        np.multiply(block, twiddles.shift(first), out=out[:, first : first + cols])
     return out
 
 
@@ -242,8 +244,8 @@ def _inverse_parity(
     for first in range(0, grid.cols, width):
         cols = min(width, grid.cols - first)
         part = block[:, :cols]
-        np.copyto(part, spectrum[:, first : first + cols])
-        twiddles.apply(part, first)
+        np.multiply(spectrum[:, first : first + cols], twiddles.within[:, :cols], out=part)
+        part *= twiddles.shift(first)
         real = ducc0.fft.c2r(
             part,
             axes=(0,),
