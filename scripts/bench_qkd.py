@@ -93,7 +93,8 @@ def main() -> None:
         point = cascade[qber] = bench_cascade(args.cascade_bits, qber, runs)
         print(
             f"  QBER {qber:4.0%}: f = {point.efficiency:.3f}   {point.wall_mbit_s:6.2f} Mbit/s "
-            f"wall, {point.cpu_mbit_s:6.2f} Mbit/s per CPU-s, residual runs {point.residual_runs}"
+            f"wall, {point.cpu_mbit_s:6.2f} Mbit/s per CPU-s, {point.exchanges:4.0f} round "
+            f"trips, residual runs {point.residual_runs}"
         )
 
     print("Toeplitz privacy amplification (modified Toeplitz, output = input/2)")
@@ -123,7 +124,8 @@ def main() -> None:
     print(
         "bench_qkd: cascade f@1/2/5/8% = "
         + "/".join(f"{cascade[q].efficiency:.3f}" for q in (0.01, 0.02, 0.05, 0.08))
-        + f", cascade@2% {cascade[0.02].wall_mbit_s:.2f} Mbit/s"
+        + f", cascade@2% {cascade[0.02].wall_mbit_s:.2f} Mbit/s wall"
+        + f" ({cascade[0.02].cpu_mbit_s:.2f}/CPU-s)"
         + f", toeplitz 1M/16M {toeplitz[1 << 20].wall_mbit_s:.1f}"
         + f"/{toeplitz[1 << 24].wall_mbit_s:.1f} Mbit/s wall"
         + f" ({toeplitz[1 << 24].cpu_mbit_s:.1f}/CPU-s at 16M,"
