@@ -52,7 +52,9 @@ The FFTs run in ``ducc0`` (the successor of the pocketfft code inside numpy and 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import ducc0
 import numpy as np
@@ -119,11 +121,12 @@ def fft_error_bound(input_bits: int) -> float:
     return input_bits * growth
 
 
-def toeplitz_hash(key: Bits, seed: Bits, output_bits: int) -> Bits:
+def toeplitz_hash(key: Bits, seed: Bits, output_bits: int, *, threads: int = 2) -> Bits:
     """``(I | T) @ key`` over GF(2) for the modified Toeplitz matrix named by ``seed``.
 
     ``key`` and ``seed`` are 0/1 ``uint8`` arrays, ``len(seed) == seed_bits(len(key))``.
-    Returns ``output_bits`` bits.
+    Returns ``output_bits`` bits. ``threads`` worker threads share the blocks (numpy and
+    ducc0 release the GIL); the result does not depend on it.
     """
     n = len(key)
     if not 0 <= output_bits <= n:
@@ -136,29 +139,52 @@ def toeplitz_hash(key: Bits, seed: Bits, output_bits: int) -> Bits:
     tail = key[output_bits:]
     if output_bits == 0 or len(tail) == 0:
         return np.array(head, dtype=np.uint8, copy=True)
-    product = _circular_parity(seed, tail, start=len(tail) - 1, count=output_bits)
+    if threads < 1:
+        raise ValueError("threads must be at least 1")
+    product = _circular_parity(seed, tail, start=len(tail) - 1, count=output_bits, threads=threads)
     result: Bits = product ^ head
     return result
 
 
-def _circular_parity(a: Bits, b: Bits, *, start: int, count: int) -> Bits:
+def _circular_parity(a: Bits, b: Bits, *, start: int, count: int, threads: int) -> Bits:
     """Parities of ``(a * b)[start : start + count]``, ``*`` the circular convolution of
     length ``grid.size >= len(a) >= len(b)``, for 0/1 vectors ``a`` and ``b``."""
     grid = _grid(len(a))
     twiddles = _Twiddles.for_grid(grid)
-    spectrum = _forward(_on_grid(a, grid), grid, twiddles)
-    other = _forward(_on_grid(b, grid), grid, twiddles)
-    # Row transforms, pointwise product and inverse row transforms, a few rows at a time.
     step = max(1, _BLOCK_ELEMENTS // grid.cols)
-    for first in range(0, grid.half, step):
+    low = start // grid.cols
+    high = (start + count - 1) // grid.cols + 1  # grid rows holding the wanted outputs
+    parity = np.empty((grid.rows, grid.cols), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        forward = partial(_forward, grid=grid, twiddles=twiddles)
+        spectrum, other = pool.map(forward, (_on_grid(a, grid), _on_grid(b, grid)))
+        rows = partial(_convolve_rows, spectrum, other, step)
+        for _ in pool.map(rows, _deal(range(0, grid.half, step), threads)):
+            pass
+        del other
+        inverse = partial(_inverse_parity, spectrum, grid, twiddles.conjugate(), parity, low, high)
+        worst = max(pool.map(inverse, _deal(range(0, grid.cols, twiddles.width), threads)))
+    if worst >= _MAX_ERROR:
+        raise FloatingPointError("FFT convolution lost integer precision")
+    result: Bits = parity.reshape(-1)[start : start + count].copy()
+    return result
+
+
+def _deal(blocks: range, parts: int) -> list[range]:
+    """``blocks`` dealt round-robin into ``parts`` disjoint shares, one per thread."""
+    return [blocks[part::parts] for part in range(parts)]
+
+
+def _convolve_rows(spectrum: Complex, other: Complex, step: int, firsts: range) -> None:
+    """Row transforms of both operands, their product and its inverse row transform, for
+    the blocks of ``step`` rows starting at ``firsts``; the result replaces ``spectrum``."""
+    for first in firsts:
         rows = spectrum[first : first + step]
         ducc0.fft.c2c(rows, axes=(1,), out=rows)
         others = other[first : first + step]
         ducc0.fft.c2c(others, axes=(1,), out=others)
         rows *= others
         ducc0.fft.c2c(rows, axes=(1,), forward=False, inorm=2, out=rows)
-    del other
-    return _inverse_parity(spectrum, grid, twiddles.conjugate(), start, count)
 
 
 def _on_grid(bits: Bits, grid: _Grid) -> Bits:
@@ -224,24 +250,28 @@ def _forward(bits: Bits, grid: _Grid, twiddles: _Twiddles) -> Complex:
 
 
 def _inverse_parity(
-    spectrum: Complex, grid: _Grid, twiddles: _Twiddles, start: int, count: int
-) -> Bits:
-    """Undo twiddles (``twiddles`` conjugated) and column transforms, round, and keep the
-    parities asked for.
+    spectrum: Complex,
+    grid: _Grid,
+    twiddles: _Twiddles,
+    parity: Bits,
+    low: int,
+    high: int,
+    firsts: range,
+) -> float:
+    """Undo twiddles (``twiddles`` conjugated) and column transforms for the column blocks
+    starting at ``firsts``, round, and write the parities of grid rows ``low .. high - 1``
+    into ``parity``. Returns the largest distance of a kept value from its integer.
 
     ``spectrum`` holds frequencies ``k_row <= rows / 2`` of each column sequence
     ``Z_col[k_row]``; for a real result ``Z_col`` is Hermitian in ``k_row``, which is what
     the real inverse transform assumes, so the other half is never needed.
     """
     width = twiddles.width
-    low = start // grid.cols
-    high = (start + count - 1) // grid.cols + 1  # grid rows holding the wanted outputs
-    parity = np.empty((grid.rows, grid.cols), dtype=np.uint8)
     block = np.empty((grid.half, width), dtype=np.complex128)
     values = np.empty((grid.rows, width), dtype=np.float64)
     rounded = np.empty((high - low, width), dtype=np.float64)
     worst = 0.0
-    for first in range(0, grid.cols, width):
+    for first in firsts:
         cols = min(width, grid.cols - first)
         part = block[:, :cols]
         np.multiply(spectrum[:, first : first + cols], twiddles.within[:, :cols], out=part)
@@ -262,7 +292,4 @@ def _inverse_parity(
         near -= _ROUNDER
         near -= real
         worst = max(worst, float(near.max()), -float(near.min()))
-    if worst >= _MAX_ERROR:
-        raise FloatingPointError("FFT convolution lost integer precision")
-    result: Bits = parity.reshape(-1)[start : start + count].copy()
-    return result
+    return worst

@@ -111,13 +111,19 @@ def test_hash_is_bit_exact_for_random_sizes(data: st.DataObject, n: int) -> None
     column_length=st.sampled_from([2, 4, 6, 10, 16, 50]),
     block_columns=st.integers(min_value=1, max_value=9),
     block_elements=st.integers(min_value=1, max_value=200),
+    threads=st.integers(min_value=1, max_value=3),
 )
 def test_every_grid_shape_and_block_split_is_bit_exact(
-    data: st.DataObject, n: int, column_length: int, block_columns: int, block_elements: int
+    data: st.DataObject,
+    n: int,
+    column_length: int,
+    block_columns: int,
+    block_elements: int,
+    threads: int,
 ) -> None:
     # Tiny grid and block sizes put the 16 Mbit code paths (many columns, several column
-    # and row blocks, a partial last block, wanted outputs starting mid-row) on small keys
-    # that the dense definition can check.
+    # and row blocks shared among threads, a partial last block, wanted outputs starting
+    # mid-row) on small keys that the dense definition can check.
     out = data.draw(st.integers(min_value=1, max_value=n - 1))
     rng = np.random.default_rng(data.draw(st.integers(min_value=0, max_value=2**32 - 1)))
     density = data.draw(st.sampled_from([0.05, 0.5, 1.0]))
@@ -127,7 +133,7 @@ def test_every_grid_shape_and_block_split_is_bit_exact(
         patch.setattr(toeplitz, "_COLUMN_LENGTH", column_length)
         patch.setattr(toeplitz, "_BLOCK_COLUMNS", block_columns)
         patch.setattr(toeplitz, "_BLOCK_ELEMENTS", block_elements)
-        hashed = toeplitz_hash(key, seed, out)
+        hashed = toeplitz_hash(key, seed, out, threads=threads)
     assert np.array_equal(hashed, dense_hash(key, seed, out))
 
 
@@ -149,7 +155,9 @@ def test_many_column_blocks_match_the_textbook_fft() -> None:
     key = random_bits(rng, n)
     seed = random_bits(rng, seed_bits(n))
     assert toeplitz._grid(n - 1).cols > 2 * toeplitz._BLOCK_COLUMNS
-    assert np.array_equal(toeplitz_hash(key, seed, out), textbook_fft_hash(key, seed, out))
+    expected = textbook_fft_hash(key, seed, out)
+    for threads in (1, 2, 5):
+        assert np.array_equal(toeplitz_hash(key, seed, out, threads=threads), expected)
 
 
 def test_large_block_matches_dense_rows() -> None:
@@ -226,6 +234,8 @@ def test_rejects_wrong_seed_and_output_lengths() -> None:
         toeplitz_hash(key, np.zeros(10, dtype=np.uint8), 5)
     with pytest.raises(ValueError):
         toeplitz_hash(key, np.zeros(9, dtype=np.uint8), 11)
+    with pytest.raises(ValueError):
+        toeplitz_hash(key, np.zeros(9, dtype=np.uint8), 5, threads=0)
 
 
 def test_seed_exchange_gives_both_ends_the_same_hash() -> None:
