@@ -25,6 +25,7 @@ from pydantic_core import from_json
 from notary.api.deps import ServiceDep
 from notary.chain.client import ChainClient
 from notary.chain.embedded import SerializedTesterProvider
+from notary.chain.rpc_codec import INVALID_PARAMS
 from notary.chain.rpc_gateway import LIMIT_EXCEEDED, NOT_SUPPORTED, EmbeddedRPCGateway
 from notary.errors import JSONRPCError
 from notary.logging import log_event
@@ -41,7 +42,6 @@ CONCURRENT_CALLS = 2
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
-INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
 _NO_EMBEDDED_CHAIN = (
@@ -61,6 +61,8 @@ class _Call:
 
 @dataclass(frozen=True)
 class _Endpoint:
+    """Per app: the gateway and the worker-thread budget of ``/rpc``."""
+
     gateway: EmbeddedRPCGateway | None
     limiter: anyio.CapacityLimiter
 
