@@ -24,10 +24,11 @@ stay in the CPU cache, together with the uint8-to-float conversion and the twidd
 time with the pointwise product and the inverse row transform fused in; the inverse column
 transforms, the rounding and the parity extraction again run per column block. Each large
 array is thus read or written about once per step instead of once per radix pass: about
-2.5x less CPU time than the one-dimensional version at 16 Mbit (``scripts/bench_qkd.py``).
-Both spectra are only held for column frequencies ``k_row <= rows / 2``; the rest follows
-by Hermitian symmetry (see :func:`_inverse_parity`). Small inputs run the same code on a
-``rows x 1`` grid, where it is an ordinary real FFT convolution.
+3x less CPU time than the one-dimensional version at 16 Mbit (``scripts/bench_toeplitz.py``).
+Column blocks and row blocks are independent, so worker threads share them. Both spectra
+are only held for column frequencies ``k_row <= rows / 2``; the rest follows by Hermitian
+symmetry (see :func:`_inverse_parity`). Small inputs run the same code on a ``rows x 1``
+grid, where it is an ordinary real FFT convolution.
 
 Why not a GF(2)[x] library. A carry-less product in ``gf2x`` would avoid floating point
 altogether, but Debian's build (libgf2x3 1.3.0, no PCLMUL, untuned FFT thresholds) takes
@@ -39,8 +40,8 @@ rounded to the nearest integer, which is exact as long as the FFT error stays be
 Percival's bound for FFT convolution (Math. Comp. 2003, radix-2 model) gives an error of
 at most ``||a|| ||b|| ((1+e)^3k (1+e sqrt 5)^(3k+1) (1+e)^3k - 1)`` with ``e = 2**-53``;
 we take ``k = log2 N + 2``, counting the explicit twiddle multiplication (two correctly
-rounded exponentials per twiddle, see :class:`_Twiddles`) as two more radix-2 stages. That is
-about ``6e-7`` at ``n = 2**24`` and ``5e-5`` at ``2**30``, so no splitting into
+rounded exponentials per twiddle, see :class:`_Twiddles`) as two more radix-2 stages. That
+is about ``6e-7`` at ``n = 2**24`` and ``5e-5`` at ``2**30``, so no splitting into
 sub-blocks is needed anywhere near the sizes QKD uses. :func:`toeplitz_hash` refuses
 inputs whose bound reaches 1/8, and checks after the fact that every output it keeps lies
 within 1/8 of an integer (a cheap tripwire against an FFT library that misbehaves). Tests
