@@ -389,8 +389,13 @@ def test_config_schedule_follows_the_qber_and_never_exceeds_half_the_key() -> No
     assert sizes[:3] == (64, 128, 4096)
     assert sizes[3:] == (5_000,) * 11
     assert CascadeConfig().block_sizes(10, 0.0) == (5,) * 14
-    with pytest.raises(ValueError):
-        CascadeConfig(passes=0)
+    # Pass 2 is twice pass 1 but at least 64 bits (fewer round trips than opt. (8)).
+    assert CascadeConfig().block_sizes(100_000, 0.05)[:2] == (16, 64)
+    assert CascadeConfig().block_sizes(100_000, 0.01)[:2] == (128, 256)
+    assert CascadeConfig(second_block_factor=8).block_sizes(100_000, 0.02)[:2] == (64, 512)
+    for bad in ({"passes": 0}, {"second_block_factor": 0}, {"timeout": 0.0}):
+        with pytest.raises(ValueError):
+            CascadeConfig(**bad)
 
 
 def test_errors_are_qkd_errors() -> None:
