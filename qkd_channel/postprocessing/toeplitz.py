@@ -79,7 +79,7 @@ _ROUNDER = 1.5 * 2.0**52
 # input plus complex half spectrum, about 16 * rows * columns bytes) then fits in L2.
 _COLUMN_LENGTH = 2048
 _BLOCK_COLUMNS = 32
-# Rows per block of the fused row transforms: two complex blocks of this many rows.
+# Elements of one row block of the fused row transforms (512 KB per operand).
 _BLOCK_ELEMENTS = 1 << 15
 
 
@@ -136,12 +136,12 @@ def toeplitz_hash(key: Bits, seed: Bits, output_bits: int, *, threads: int = 2) 
         raise ValueError("seed length must be len(key) - 1")
     if fft_error_bound(n) >= _MAX_ERROR:
         raise ValueError("input too large for exact float64 FFT hashing")
+    if threads < 1:
+        raise ValueError("threads must be at least 1")
     head = key[:output_bits]
     tail = key[output_bits:]
     if output_bits == 0 or len(tail) == 0:
         return np.array(head, dtype=np.uint8, copy=True)
-    if threads < 1:
-        raise ValueError("threads must be at least 1")
     product = _circular_parity(seed, tail, start=len(tail) - 1, count=output_bits, threads=threads)
     result: Bits = product ^ head
     return result
@@ -159,10 +159,10 @@ def _circular_parity(a: Bits, b: Bits, *, start: int, count: int, threads: int) 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         forward = partial(_forward, grid=grid, twiddles=twiddles)
         spectrum, other = pool.map(forward, (_on_grid(a, grid), _on_grid(b, grid)))
-        rows = partial(_convolve_rows, spectrum, other, step)
-        for _ in pool.map(rows, _deal(range(0, grid.half, step), threads)):
+        row_blocks = _deal(range(0, grid.half, step), threads)
+        for _ in pool.map(partial(_convolve_rows, spectrum, other, step), row_blocks):
             pass
-        del other
+        del other  # 8 bytes per key bit, no longer needed: free it before the last step
         inverse = partial(_inverse_parity, spectrum, grid, twiddles.conjugate(), parity, low, high)
         worst = max(pool.map(inverse, _deal(range(0, grid.cols, twiddles.width), threads)))
     if worst >= _MAX_ERROR:
