@@ -58,15 +58,29 @@ class KeySource(Protocol):
 
 
 class KMEKeySource:
-    """Keys from the notary's own KME over ETSI GS QKD 014 with mutual TLS."""
+    """Keys from the notary's own KME over ETSI GS QKD 014 with mutual TLS.
 
-    def __init__(self, client: AsyncKMEClient, *, notary_sae_id: str | None = None) -> None:
+    At most ``max_in_flight`` requests are on the wire at once; the rest wait here. The KME
+    serves one request at a time anyway, and handing httpx more concurrent requests than its
+    keep-alive pool holds (20) makes it open and close a mutually authenticated TLS
+    connection per request, while its pool bookkeeping grows with the square of the queue.
+    """
+
+    def __init__(
+        self,
+        client: AsyncKMEClient,
+        *,
+        notary_sae_id: str | None = None,
+        max_in_flight: int = 8,
+    ) -> None:
         self._client = client
         self._notary_sae_id = notary_sae_id
+        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     async def dec_keys(self, master_sae_id: str, key_ids: Sequence[str]) -> list[QKDKey]:
         try:
-            return await self._client.dec_keys(master_sae_id, key_ids)
+            async with self._in_flight:
+                return await self._client.dec_keys(master_sae_id, key_ids)
         except (KMERequestRejected, KMEUnauthorized) as exc:
             # 400 = unknown or already delivered, 401 = bound to another master/slave pair:
             # both mean the envelope names keys its claimed device cannot have used.
@@ -81,7 +95,8 @@ class KMEKeySource:
         # ETSI 014 reports stock per (caller, peer SAE) pair: the notary asks about the link
         # to a device SAE from its own side, as the master of that status query.
         try:
-            status = await self._client.status(master_sae_id)
+            async with self._in_flight:
+                status = await self._client.status(master_sae_id)
         except KMEUnauthorized:
             return None
         except KMEError as exc:

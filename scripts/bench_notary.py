@@ -14,7 +14,12 @@ concurrent devices through the SDK. Prints one summary line:
   at a moderate load, per anchoring mode;
 * ``key``: QKD key bytes consumed per message against the minimum (payload + 32).
 
-Usage: ``python scripts/bench_notary.py [--devices 50] [--seconds 10]``.
+For the two throughput phases a second line gives the CPU time each process spent per
+accepted envelope (notary, both KMEs, this load generator) next to the wall time: on a
+shared machine the wall figure moves with the neighbours' load, the CPU figures much less.
+
+Usage: ``python scripts/bench_notary.py [--devices 50] [--seconds 10]
+[--phases e2e,prefetched,latency]``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import time
 import uuid
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from notary.chain.anvil import AnvilNode
@@ -46,6 +52,42 @@ from qkd_channel.kme.store import KeyStore
 FIRMWARE = "ab" * 32
 PASSWORD = "bench-only-password"
 BIN = Path(sys.executable).parent
+
+
+class CPUMeter:
+    """CPU seconds (user + system, all threads) of named processes over one phase."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._ticks = os.sysconf("SC_CLK_TCK")
+        self._start: dict[str, float] = {}
+        self._wall = 0.0
+
+    def _read(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self._pids.items():
+            # Fields 14 and 15 of /proc/PID/stat (after the parenthesised command name).
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / self._ticks
+        return out
+
+    def __enter__(self) -> CPUMeter:
+        self._start = self._read()
+        self._wall = time.monotonic()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        end = self._read()
+        self._wall = time.monotonic() - self._wall
+        self.used = {name: end[name] - self._start[name] for name in end}
+
+    def line(self, phase: str, envelopes: int) -> str:
+        per = {name: 1000 * cpu / max(envelopes, 1) for name, cpu in self.used.items()}
+        parts = " ".join(f"{name}={ms:.2f}" for name, ms in per.items())
+        return (
+            f"  {phase}: {envelopes} env in {self._wall:.1f}s wall; CPU ms/env {parts}"
+            f" total={sum(per.values()):.2f}"
+        )
 
 
 def telemetry(n: int) -> dict[str, object]:
@@ -150,34 +192,50 @@ class Notary:
         self.process.wait(30)
 
 
-def clients(
-    kmes: KMEPair, notary: Notary, devices: list[str], queues: Path, first_sequence: int = 1
-) -> list[AsyncDeviceClient]:
-    return [
-        AsyncDeviceClient(
-            d,
-            kme=kmes.device_kme(f"sae-{d}"),
-            notary=notary.url,
-            firmware_digest=FIRMWARE,
-            queue_dir=queues / d,
-            notary_sae_id=NOTARY_SAE,
-            retry=RetryPolicy(initial_s=0.05, max_s=1.0, deadline_s=60),
-            first_sequence=first_sequence,
-        )
-        for d in devices
-    ]
+class Fleet:
+    """One SDK client per device, each with its own KME client (closed together)."""
 
+    def __init__(
+        self,
+        kmes: KMEPair,
+        notary: Notary,
+        devices: list[str],
+        queues: Path,
+        first_sequence: int = 1,
+    ) -> None:
+        self.kmes = [kmes.device_kme(f"sae-{d}") for d in devices]
+        self.clients = [
+            AsyncDeviceClient(
+                d,
+                kme=kme,
+                notary=notary.url,
+                firmware_digest=FIRMWARE,
+                queue_dir=queues / d,
+                notary_sae_id=NOTARY_SAE,
+                retry=RetryPolicy(initial_s=0.05, max_s=1.0, deadline_s=60),
+                first_sequence=first_sequence,
+            )
+            for d, kme in zip(devices, self.kmes, strict=True)
+        ]
 
-async def close_all(fleet: list[AsyncDeviceClient]) -> None:
-    for c in fleet:
-        await c.aclose()
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+        for kme in self.kmes:
+            await kme.aclose()
 
 
 async def e2e(
-    kmes: KMEPair, notary: Notary, devices: list[str], seconds: float, queues: Path
-) -> tuple[float, float]:
-    """Accepted/s through the SDK (KME round trips included); key bytes per message."""
-    fleet = clients(kmes, notary, devices, queues)
+    kmes: KMEPair,
+    notary: Notary,
+    devices: list[str],
+    seconds: float,
+    queues: Path,
+    meter: CPUMeter,
+) -> tuple[float, float, int]:
+    """Accepted/s through the SDK (KME round trips included); key bytes per message;
+    number of envelopes accepted."""
+    fleet = Fleet(kmes, notary, devices, queues)
     sent = 0
     stop_at = time.monotonic() + seconds
 
@@ -189,15 +247,18 @@ async def e2e(
             n += 1
             sent += 1
 
-    start = time.monotonic()
-    await asyncio.gather(*(run(c) for c in fleet))
-    elapsed = time.monotonic() - start
-    key_bytes = sum(c.stats.key_bytes for c in fleet)
-    await close_all(fleet)
-    return sent / elapsed, key_bytes / max(sent, 1)
+    with meter:
+        start = time.monotonic()
+        await asyncio.gather(*(run(c) for c in fleet.clients))
+        elapsed = time.monotonic() - start
+    key_bytes = sum(c.stats.key_bytes for c in fleet.clients)
+    await fleet.aclose()
+    return sent / elapsed, key_bytes / max(sent, 1), sent
 
 
-async def prefetched(kmes: KMEPair, notary: Notary, devices: list[str], per_device: int) -> float:
+async def prefetched(
+    kmes: KMEPair, notary: Notary, devices: list[str], per_device: int, meter: CPUMeter
+) -> float:
     """Accepted/s with keys fetched and envelopes sealed before the clock starts."""
     sealed: dict[str, list[bytes]] = {}
     for d in devices:
@@ -217,21 +278,27 @@ async def prefetched(kmes: KMEPair, notary: Notary, devices: list[str], per_devi
             out.append(env.to_json().encode())
         await kme.aclose()
         sealed[d] = out
-    limits = httpx.Limits(max_connections=len(devices))
-    async with httpx.AsyncClient(base_url=notary.url, limits=limits, timeout=30) as http:
+    # One kept-alive connection per device, as 50 real devices would hold. aiohttp rather
+    # than httpx: this load generator shares the two cores with the notary, and an httpx
+    # request costs it several times the CPU.
+    connector = aiohttp.TCPConnector(limit=len(devices))
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        url = f"{notary.url}/v1/telemetry"
+        headers = {"Content-Type": "application/json"}
 
         async def run(d: str) -> int:
             ok = 0
             for body in sealed[d]:
-                r = await http.post(
-                    "/v1/telemetry", content=body, headers={"Content-Type": "application/json"}
-                )
-                ok += r.status_code == 202
+                async with http.post(url, data=body, headers=headers) as r:
+                    await r.read()
+                    ok += r.status == 202
             return ok
 
-        start = time.monotonic()
-        accepted = sum(await asyncio.gather(*(run(d) for d in devices)))
-        elapsed = time.monotonic() - start
+        with meter:
+            start = time.monotonic()
+            accepted = sum(await asyncio.gather(*(run(d) for d in devices)))
+            elapsed = time.monotonic() - start
     if accepted != len(devices) * per_device:
         raise RuntimeError(
             f"only {accepted} of {len(devices) * per_device} pre-sealed envelopes accepted"
@@ -243,7 +310,7 @@ async def time_to_anchor(
     kmes: KMEPair, notary: Notary, devices: list[str], per_device: int, queues: Path
 ) -> tuple[float, float]:
     """p50/p99 seconds from send() to the receipt reading ``anchored``."""
-    fleet = clients(kmes, notary, devices, queues, first_sequence=2 * 10**9)
+    fleet = Fleet(kmes, notary, devices, queues, first_sequence=2 * 10**9)
     started: dict[str, float] = {}
     anchored: dict[str, float] = {}
 
@@ -264,14 +331,17 @@ async def time_to_anchor(
     done = asyncio.Event()
     async with httpx.AsyncClient(base_url=notary.url, timeout=30) as http:
         poller = asyncio.create_task(poll(http, done))
-        await asyncio.gather(*(run(c) for c in fleet))
+        await asyncio.gather(*(run(c) for c in fleet.clients))
         done.set()
         await asyncio.wait_for(poller, 120)
-    await close_all(fleet)
+    await fleet.aclose()
     latencies = sorted(anchored[r] - started[r] for r in started)
     return statistics.median(latencies), latencies[
         min(len(latencies) - 1, int(0.99 * len(latencies)))
     ]
+
+
+PHASES = ("e2e", "prefetched", "latency")
 
 
 async def main() -> None:
@@ -279,7 +349,15 @@ async def main() -> None:
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--prefetched-per-device", type=int, default=40)
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="comma-separated subset of " + ",".join(PHASES) + " (default: all)",
+    )
     args = parser.parse_args()
+    phases = set(args.phases.split(","))
+    if not phases <= set(PHASES):
+        parser.error(f"unknown phase(s): {','.join(sorted(phases - set(PHASES)))}")
     root = Path(tempfile.mkdtemp(prefix="bench-notary-"))
     queues = Path(
         tempfile.mkdtemp(
@@ -290,6 +368,8 @@ async def main() -> None:
     kmes = KMEPair(root, [f"sae-{d}" for d in names], buffer_bits=400_000_000, link=False)
     anvil = AnvilNode()
     notaries: list[Notary] = []
+    summary = [f"bench_notary: devices={args.devices}"]
+    cpu_lines: list[str] = []
     try:
         kmes.start()
         supply_by_hand(kmes, blocks=160, block_bytes=64 * 1024)  # 10 MiB shared, 5 MiB per link end
@@ -297,14 +377,39 @@ async def main() -> None:
         merkle = Notary(root, kmes, anvil.url, "merkle", 18_481)
         notaries.append(merkle)
         merkle.register(names)
-        rate_e2e, key_per_msg = await e2e(kmes, merkle, names, args.seconds, queues / "e2e")
-        rate_pre = await prefetched(kmes, merkle, names, args.prefetched_per_device)
-        m50, m99 = await time_to_anchor(kmes, merkle, names, 4, queues / "lat-merkle")
-        merkle.stop()
-        batch = Notary(root, kmes, anvil.url, "batch", 18_482)
-        notaries.append(batch)
-        batch.register(names)
-        b50, b99 = await time_to_anchor(kmes, batch, names, 4, queues / "lat-batch")
+        pids = {
+            "notary": merkle.process.pid,
+            "kme-a": kmes.processes[0].pid,
+            "kme-b": kmes.processes[1].pid,
+            "client": os.getpid(),
+        }
+        if "e2e" in phases:
+            meter = CPUMeter(pids)
+            rate, key_per_msg, sent = await e2e(
+                kmes, merkle, names, args.seconds, queues / "e2e", meter
+            )
+            minimum = len(build_document(FIRMWARE, telemetry(0))) + 32
+            summary += [
+                f"e2e={rate:.0f} env/s",
+                f"key={key_per_msg:.1f} B/msg (minimum {minimum} B = payload+32)",
+            ]
+            cpu_lines.append(meter.line("e2e", sent))
+        if "prefetched" in phases:
+            meter = CPUMeter(pids)
+            rate = await prefetched(kmes, merkle, names, args.prefetched_per_device, meter)
+            summary.append(f"prefetched={rate:.0f} env/s")
+            cpu_lines.append(meter.line("prefetched", args.devices * args.prefetched_per_device))
+        if "latency" in phases:
+            m50, m99 = await time_to_anchor(kmes, merkle, names, 4, queues / "lat-merkle")
+            merkle.stop()
+            batch = Notary(root, kmes, anvil.url, "batch", 18_482)
+            notaries.append(batch)
+            batch.register(names)
+            b50, b99 = await time_to_anchor(kmes, batch, names, 4, queues / "lat-batch")
+            summary.append(
+                f"merkle_anchor_p50={m50:.2f}s p99={m99:.2f}s"
+                f" batch_anchor_p50={b50:.2f}s p99={b99:.2f}s"
+            )
     except BaseException:
         print(f"bench_notary failed; logs kept in {root}", file=sys.stderr)
         raise
@@ -317,13 +422,9 @@ async def main() -> None:
         anvil.stop()
         kmes.stop()
         shutil.rmtree(queues, ignore_errors=True)
-    minimum = len(build_document(FIRMWARE, telemetry(0))) + 32
-    print(
-        f"bench_notary: devices={args.devices} e2e={rate_e2e:.0f} env/s "
-        f"prefetched={rate_pre:.0f} env/s merkle_anchor_p50={m50:.2f}s p99={m99:.2f}s "
-        f"batch_anchor_p50={b50:.2f}s p99={b99:.2f}s "
-        f"key={key_per_msg:.1f} B/msg (minimum {minimum} B = payload+32)"
-    )
+    print(" ".join(summary))
+    for line in cpu_lines:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -56,11 +56,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _caller(request: Request) -> Identity | None:
+# Both dependencies are ``async`` only so that FastAPI calls them on the event loop: a plain
+# ``def`` dependency is sent to the thread pool, two thread hops per request for a lookup.
+async def _caller(request: Request) -> Identity | None:
     return peer_identity(request.scope)
 
 
-def _manager(request: Request) -> KeyManager:
+async def _manager(request: Request) -> KeyManager:
     manager: KeyManager = request.app.state.manager
     return manager
 

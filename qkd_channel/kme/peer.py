@@ -1,7 +1,9 @@
 """The KME's side of the KME-to-KME sync: telling the peer which bits became which keys.
 
 The answer is classified by what it proves about the peer's state, because that decides
-whether the owner may put the bits back (see :mod:`qkd_channel.kme.store`).
+whether the owner may put the bits back (see :mod:`qkd_channel.kme.store`). The client is
+aiohttp on kept-alive connections: every ``enc_keys`` waits for this round trip while
+holding the allocation lock, so its cost bounds the KME's allocation rate.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
+from qkd_channel.kme.client import IDLE_CLOSE_S
 from qkd_channel.kme.config import LinkEnd
 from qkd_channel.kme.schemas import (
     AllocationRequest,
@@ -79,27 +82,42 @@ class PeerLink:
     ) -> None:
         self._kme_id = kme_id
         self._end = end
-        self._http = httpx.AsyncClient(base_url=base_url, verify=ssl_context, timeout=timeout)
+        self._url = base_url.rstrip("/") + ALLOCATIONS_PATH
+        self._ssl = ssl_context
+        # Connect and read timeouts apart: only a failed *connect* proves nothing was sent.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        self._session: aiohttp.ClientSession | None = None
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def send_allocations(self, allocations: Sequence[KeyAllocation]) -> SyncResult:
         body = allocation_request(self._kme_id, self._end, allocations)
+        if self._session is None:  # opened inside the event loop that uses it
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, keepalive_timeout=IDLE_CLOSE_S),
+                timeout=self._timeout,
+            )
         try:
-            response = await self._http.post(ALLOCATIONS_PATH, json=body.model_dump())
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            async with self._session.post(self._url, json=body.model_dump()) as response:
+                status, content = response.status, await response.read()
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # No connection was established (refused, TLS failure, connect timeout).
             log.warning("peer KME unreachable: %s", type(exc).__name__)
             return SyncResult(SyncOutcome.NOT_SENT)
-        except httpx.HTTPError as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Anything later (a kept-alive connection closed under us, a read timeout) may
+            # have happened after the peer committed.
             log.warning("peer KME sync outcome unknown: %s", type(exc).__name__)
             return SyncResult(SyncOutcome.UNKNOWN)
-        if response.status_code == 200:
+        if status == 200:
             return SyncResult(SyncOutcome.COMMITTED, 200)
-        if 400 <= response.status_code < 500:
+        if 400 <= status < 500:
             try:
-                error = ErrorBody.model_validate_json(response.content)
+                error = ErrorBody.model_validate_json(content)
             except ValueError:
                 error = ErrorBody(message="peer KME refused the allocation")
-            return SyncResult(SyncOutcome.REFUSED, response.status_code, error)
-        return SyncResult(SyncOutcome.UNKNOWN, response.status_code)
+            return SyncResult(SyncOutcome.REFUSED, status, error)
+        return SyncResult(SyncOutcome.UNKNOWN, status)

@@ -1,8 +1,8 @@
 """Running a KME: uvicorn over HTTPS with mutual TLS, in the foreground or in a thread.
 
 The TLS context demands a client certificate from the deployment's CA on every connection
-(``CERT_REQUIRED``), and the h11 protocol is swapped for
-:class:`~qkd_channel.kme.tls.MTLSH11Protocol` so the application sees the verified
+(``CERT_REQUIRED``), and the HTTP protocol is
+:class:`~qkd_channel.kme.tls.MTLSHttpToolsProtocol` so the application sees the verified
 certificate. A connection without a valid certificate never reaches the application.
 """
 
@@ -20,7 +20,7 @@ import uvicorn
 from qkd_channel.kme.api import create_app
 from qkd_channel.kme.config import KMEConfig
 from qkd_channel.kme.source import KeySource
-from qkd_channel.kme.tls import MTLSH11Protocol, server_ssl_context
+from qkd_channel.kme.tls import MTLSHttpToolsProtocol, server_ssl_context
 
 __all__ = ["KMEServerThread", "bind_socket", "serve", "uvicorn_config"]
 
@@ -43,7 +43,7 @@ def uvicorn_config(
         create_app(config, source=source),
         host=host,
         port=port,
-        http=MTLSH11Protocol,
+        http=MTLSHttpToolsProtocol,
         ssl_certfile=tls.server_cert,
         ssl_keyfile=tls.server_key,
         ssl_ca_certs=tls.ca,

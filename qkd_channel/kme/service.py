@@ -1,5 +1,11 @@
 """The KME's rules: who may ask for what, request limits, and the enc_keys/dec_keys flows.
 
+``enc_keys`` requests are allocated in batches, like a database group commit: requests that
+arrive while an allocation is in flight wait, and the next allocation carves all of them in
+one store transaction and confirms them with the peer KME in one round trip. Each request
+is still answered only after the peer has confirmed its keys; a batch the peer refuses is
+put back and retried request by request, so one bad request cannot fail its neighbours.
+
 HTTP-free: it raises ``KMERequestRejected`` (400), ``KMEUnauthorized`` (401),
 ``KMEUnavailable`` (503) and ``KeyStoreError`` (peer sync conflicts), which the API layer maps
 to the standard error body in one place.
@@ -12,6 +18,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -27,7 +34,7 @@ from qkd_channel.kme.config import KMEConfig
 from qkd_channel.kme.identity import Identity, Role, validate_entity_id
 from qkd_channel.kme.peer import PeerLink, SyncOutcome, SyncResult
 from qkd_channel.kme.schemas import AllocationRequest, Status
-from qkd_channel.kme.store import KeyAllocation, KeyStore, Reservation, Segment
+from qkd_channel.kme.store import KeyAllocation, KeyOrder, KeyStore, Reservation, Segment
 
 __all__ = ["RETRY_AFTER_SECONDS", "KeyManager"]
 
@@ -35,6 +42,9 @@ log = logging.getLogger(__name__)
 
 #: What a 503 asks callers to wait before trying again.
 RETRY_AFTER_SECONDS = 1.0
+
+#: At most this many keys are carved and sent to the peer in one allocation batch.
+MAX_BATCH_KEYS = 512
 
 _T = TypeVar("_T")
 
@@ -44,6 +54,21 @@ async def _in_thread(func: Callable[..., _T], *args: Any) -> _T:
     return await anyio.to_thread.run_sync(functools.partial(func, *args))
 
 
+@dataclass
+class _Pending:
+    """An ``enc_keys`` request waiting for its allocation batch."""
+
+    order: KeyOrder
+    future: asyncio.Future[list[QKDKey]] = field(repr=False)
+
+    def settle(self, keys: list[QKDKey] | None = None, error: Exception | None = None) -> None:
+        if not self.future.done():  # the caller may have gone away (cancelled)
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(keys or [])
+
+
 class KeyManager:
     """One KME: its configuration, its key buffer and its link to the peer KME."""
 
@@ -51,9 +76,10 @@ class KeyManager:
         self.config = config
         self.store = store
         self.peer = peer
-        # Allocations from this end's half go one at a time, so that a reservation the peer
-        # refused can be put back without disturbing a later one.
+        # Allocations from this end's half go one batch at a time, so that a reservation the
+        # peer refused can be put back without disturbing a later one.
         self._allocation_lock = asyncio.Lock()
+        self._pending: list[_Pending] = []
 
     # -- who is asking ----------------------------------------------------------------------
 
@@ -151,27 +177,96 @@ class KeyManager:
         number = 1 if number is None else number
         size = self.config.limits.key_size if size is None else size
         self._check_key_request(master, slaves, number, size, extension_mandatory)
-        async with self._allocation_lock:
-            try:
-                reservation = await _in_thread(self.store.reserve, master, slaves, [size] * number)
-            except KeyStoreError as exc:
-                if exc.reason != "insufficient":
-                    raise
-                raise await self._unavailable(
-                    "not enough key material", requested_bits=number * size
-                ) from None
-            result = await self.peer.send_allocations(reservation.allocations)
-            if result.outcome is not SyncOutcome.COMMITTED:
-                await self._settle_failed_sync(reservation, result)
+        pending = _Pending(
+            KeyOrder(master, tuple(slaves), (size,) * number),
+            asyncio.get_running_loop().create_future(),
+        )
+        self._pending.append(pending)
+        try:
+            async with self._allocation_lock:
+                # Whoever holds the lock allocates everything queued so far, this request's
+                # neighbours included; a request already served by an earlier holder skips it.
+                while not pending.future.done():
+                    await self._allocate(self._next_batch())
+        except asyncio.CancelledError:
+            pending.future.cancel()  # still queued: no batch will carve key for it now
+            raise
+        keys = await pending.future
         log.info(
             "enc_keys: %d key(s) of %d bits for master %s, slaves %s: %s",
             number,
             size,
             master,
             ",".join(slaves),
-            ",".join(k.key_id for k in reservation.keys),
+            ",".join(k.key_id for k in keys),
         )
-        return list(reservation.keys)
+        return keys
+
+    def _next_batch(self) -> list[_Pending]:
+        """Queued requests (oldest first, cancelled ones dropped) up to ``MAX_BATCH_KEYS``."""
+        batch: list[_Pending] = []
+        keys = 0
+        while self._pending:
+            head = self._pending[0]
+            if head.future.done():
+                self._pending.pop(0)
+                continue
+            if batch and keys + len(head.order.sizes_bits) > MAX_BATCH_KEYS:
+                break
+            batch.append(self._pending.pop(0))
+            keys += len(head.order.sizes_bits)
+        return batch
+
+    async def _allocate(self, batch: list[_Pending]) -> None:
+        """Carve, confirm with the peer, and answer every request of ``batch``.
+
+        Every request of the batch is answered whatever happens, even if the caller that
+        runs the batch is cancelled half-way (its neighbours then get a 503; bits already
+        carved stay burned, as for a peer answer that never came).
+        """
+        try:
+            await self._allocate_batch(batch)
+        finally:
+            for p in batch:
+                p.settle(
+                    error=KMEUnavailable(
+                        "key allocation interrupted", retry_after=RETRY_AFTER_SECONDS
+                    )
+                )
+
+    async def _allocate_batch(self, batch: list[_Pending]) -> None:
+        try:
+            reservation = await _in_thread(self.store.reserve_orders, [p.order for p in batch])
+        except KeyStoreError as exc:
+            if exc.reason != "insufficient":
+                for p in batch:
+                    p.settle(error=exc)
+            elif len(batch) > 1:  # the smaller requests may still fit on their own
+                for p in batch:
+                    await self._allocate([p])
+            else:
+                bits = sum(batch[0].order.sizes_bits)
+                batch[0].settle(
+                    error=await self._unavailable("not enough key material", requested_bits=bits)
+                )
+            return
+        result = await self.peer.send_allocations(reservation.allocations)
+        if result.outcome is not SyncOutcome.COMMITTED:
+            if result.outcome is SyncOutcome.REFUSED and len(batch) > 1:
+                # The peer recorded nothing; find out which request it objects to.
+                await _in_thread(self.store.release, reservation)
+                for p in batch:
+                    await self._allocate([p])
+                return
+            try:
+                await self._settle_failed_sync(reservation, result)
+            except (KMERequestRejected, KMEUnavailable) as exc:
+                for p in batch:
+                    p.settle(error=exc)
+            return
+        keys = iter(reservation.keys)
+        for p in batch:
+            p.settle([next(keys) for _ in p.order.sizes_bits])
 
     async def _settle_failed_sync(self, reservation: Reservation, result: SyncResult) -> None:
         """Put bits back if the peer provably recorded nothing, then raise the caller's error."""

@@ -44,7 +44,14 @@ from qkd_channel.errors import KeyStoreError
 from qkd_channel.keys import QKDKey
 from qkd_channel.kme.config import LinkEnd
 
-__all__ = ["DATABASE_NAME", "KeyAllocation", "KeyStore", "Reservation", "Segment"]
+__all__ = [
+    "DATABASE_NAME",
+    "KeyAllocation",
+    "KeyOrder",
+    "KeyStore",
+    "Reservation",
+    "Segment",
+]
 
 DATABASE_NAME = "kme.sqlite3"
 _CHECKPOINT_INTERVAL = 1.0  # seconds
@@ -89,6 +96,15 @@ class Segment:
     block_id: str
     offset: int
     length: int
+
+
+@dataclass(frozen=True)
+class KeyOrder:
+    """One ``enc_keys`` request: keys of ``sizes_bits`` for a master and its slave SAEs."""
+
+    master_sae_id: str
+    slave_sae_ids: tuple[str, ...]
+    sizes_bits: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -238,9 +254,21 @@ class KeyStore:
         Raises ``KeyStoreError(reason="insufficient")`` (nothing carved) if the half holds
         fewer bits than asked.
         """
-        if any(size <= 0 or size % 8 for size in sizes_bits):
+        return self.reserve_orders(
+            [KeyOrder(master_sae_id, tuple(slave_sae_ids), tuple(sizes_bits))]
+        )
+
+    def reserve_orders(self, orders: Sequence[KeyOrder]) -> Reservation:
+        """Carve the keys of several orders in one transaction (one fsync), in order: the
+        reservation's keys are those of ``orders[0]``, then ``orders[1]``, and so on.
+
+        All or nothing: raises ``KeyStoreError(reason="insufficient")`` (nothing carved) if
+        the half holds fewer bits than all the orders together.
+        """
+        sizes = [size for order in orders for size in order.sizes_bits]
+        if not sizes or any(size <= 0 or size % 8 for size in sizes):
             raise ValueError("key sizes must be positive multiples of 8 bits")
-        wanted = sum(sizes_bits) // 8
+        wanted = sum(sizes) // 8
         with self._lock, self._transaction():
             rows = self._own_rows_covering(wanted)
             if sum(len(r.material) for r in rows) < wanted:
@@ -249,24 +277,27 @@ class KeyStore:
             keys: list[QKDKey] = []
             cursor = 0  # index into rows
             used = 0  # bytes already taken from rows[cursor]
-            for size in sizes_bits:
-                need = size // 8
-                segments: list[Segment] = []
-                parts: list[bytes] = []
-                while need:
-                    row = rows[cursor]
-                    take = min(need, len(row.material) - used)
-                    segments.append(Segment(row.block_id, row.start + used, take))
-                    parts.append(row.material[used : used + take])
-                    used += take
-                    need -= take
-                    if used == len(row.material):
-                        cursor, used = cursor + 1, 0
-                key_id = str(uuid.uuid4())
-                allocations.append(
-                    KeyAllocation(key_id, master_sae_id, tuple(slave_sae_ids), tuple(segments))
-                )
-                keys.append(QKDKey(key_id, b"".join(parts)))
+            for order in orders:
+                for size in order.sizes_bits:
+                    need = size // 8
+                    segments: list[Segment] = []
+                    parts: list[bytes] = []
+                    while need:
+                        row = rows[cursor]
+                        take = min(need, len(row.material) - used)
+                        segments.append(Segment(row.block_id, row.start + used, take))
+                        parts.append(row.material[used : used + take])
+                        used += take
+                        need -= take
+                        if used == len(row.material):
+                            cursor, used = cursor + 1, 0
+                    key_id = str(uuid.uuid4())
+                    allocations.append(
+                        KeyAllocation(
+                            key_id, order.master_sae_id, order.slave_sae_ids, tuple(segments)
+                        )
+                    )
+                    keys.append(QKDKey(key_id, b"".join(parts)))
             for index, row in enumerate(rows):
                 if index < cursor:
                     self._db.execute("DELETE FROM pool WHERE seq = ?", (row.seq,))
@@ -293,7 +324,7 @@ class KeyStore:
         """Put back the bits of a reservation the peer definitely did not commit.
 
         Only sound while no later reservation from this end exists, which the KME service
-        guarantees by allocating one request at a time.
+        guarantees by allocating one batch of requests at a time.
         """
         with self._lock, self._transaction():
             for row in reservation._before:

@@ -1,14 +1,17 @@
 """Mutual TLS for KMEs: SSL contexts, and the verified client certificate in the ASGI scope.
 
-uvicorn does not put the peer certificate into the ASGI scope. :class:`MTLSH11Protocol` adds
-it the way the ASGI TLS extension specifies (``scope["extensions"]["tls"]``, with
+uvicorn does not put the peer certificate into the ASGI scope. :class:`MTLSHttpToolsProtocol`
+adds it the way the ASGI TLS extension specifies (``scope["extensions"]["tls"]``, with
 ``client_cert_chain`` as PEM strings), so the application reads the caller's identity from
-the certificate the TLS layer verified, per connection, and from nowhere else.
+the certificate the TLS layer verified, per connection, and from nowhere else. It is
+uvicorn's httptools protocol (the C parser; h11's pure-Python one cost a KME a large share
+of its CPU per request).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -16,13 +19,13 @@ from typing import Any
 
 from cryptography import x509
 from uvicorn.config import Config
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from qkd_channel.kme.identity import Identity, identity_from_certificate
 
 __all__ = [
-    "MTLSH11Protocol",
+    "MTLSHttpToolsProtocol",
     "client_ssl_context",
     "peer_identity",
     "server_ssl_context",
@@ -75,8 +78,8 @@ def _tls_extension(ssl_object: ssl.SSLObject | None) -> dict[str, object]:
     }
 
 
-class MTLSH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, plus the ASGI TLS extension in every request scope."""
+class MTLSHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus the ASGI TLS extension in every request scope."""
 
     def __init__(
         self,
@@ -106,4 +109,11 @@ def peer_identity(scope: _Scope) -> Identity | None:
     chain = tls.get("client_cert_chain") or []
     if not chain:
         return None
-    return identity_from_certificate(x509.load_pem_x509_certificate(chain[0].encode()))
+    return _identity_from_pem(chain[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _identity_from_pem(pem: str) -> Identity | None:
+    """Parsing a certificate costs more than the rest of a small request; a client keeps
+    presenting the same one, so the (pure) PEM-to-identity mapping is remembered."""
+    return identity_from_certificate(x509.load_pem_x509_certificate(pem.encode()))

@@ -1,7 +1,7 @@
 """Arbitrary request bodies never crash the KME: every answer is 200 or a standard error body.
 
 Runs the real application in-process (no sockets) with the caller's certificate placed in
-the ASGI TLS extension exactly as :class:`~qkd_channel.kme.tls.MTLSH11Protocol` does.
+the ASGI TLS extension exactly as :class:`~qkd_channel.kme.tls.MTLSHttpToolsProtocol` does.
 """
 
 from __future__ import annotations
