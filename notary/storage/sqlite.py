@@ -161,6 +161,9 @@ class SQLiteStore:
             (str(SCHEMA_VERSION),),
         )
         self._writes: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        #: Transactions committed by the writer (each one fsync); fewer than writes under
+        #: load, which is what group commit is for and what tests can observe.
+        self.commits = 0
         self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
         self._writer.start()
         self._local = threading.local()
@@ -202,12 +205,15 @@ class SQLiteStore:
                     stop = True
                     break
                 jobs.append(nxt)
-            self._run_group(conn, jobs)
+            if self._run_group(conn, jobs):
+                self.commits += 1
             if stop:
                 return
 
     @staticmethod
-    def _run_group(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+    def _run_group(conn: sqlite3.Connection, jobs: list[_Job]) -> bool:
+        """Run ``jobs`` in one transaction; hand out results after COMMIT. False if the
+        transaction failed (every job then gets ``StorageUnavailable``)."""
         outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -228,7 +234,7 @@ class SQLiteStore:
             failure.__cause__ = exc
             for _, fut in jobs:
                 fut.set_exception(failure)
-            return
+            return False
         for (_, fut), (ok, value) in zip(jobs, outcomes, strict=True):
             if ok:
                 fut.set_result(value)
@@ -238,6 +244,7 @@ class SQLiteStore:
                 failure = StorageUnavailable("storage operation failed")
                 failure.__cause__ = value
                 fut.set_exception(failure)
+        return True
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
