@@ -1,10 +1,11 @@
 """The KME's rules: who may ask for what, request limits, and the enc_keys/dec_keys flows.
 
-``enc_keys`` requests are allocated in batches, like a database group commit: requests that
-arrive while an allocation is in flight wait, and the next allocation carves all of them in
-one store transaction and confirms them with the peer KME in one round trip. Each request
-is still answered only after the peer has confirmed its keys; a batch the peer refuses is
+Requests are served in batches (:mod:`qkd_channel.kme.batching`), like a database group
+commit. ``enc_keys`` requests that arrive while an allocation is in flight are carved
+together in one store transaction and confirmed with the peer KME in one round trip; each is
+still answered only after the peer has confirmed its keys, and a batch the peer refuses is
 put back and retried request by request, so one bad request cannot fail its neighbours.
+``dec_keys`` requests share one store transaction, each all-or-nothing on its own.
 
 HTTP-free: it raises ``KMERequestRejected`` (400), ``KMEUnauthorized`` (401),
 ``KMEUnavailable`` (503) and ``KeyStoreError`` (peer sync conflicts), which the API layer maps
@@ -13,12 +14,10 @@ to the standard error body in one place.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -30,6 +29,7 @@ from qkd_channel.errors import (
     KMEUnavailable,
 )
 from qkd_channel.keys import QKDKey
+from qkd_channel.kme.batching import Batcher, Pending
 from qkd_channel.kme.config import KMEConfig
 from qkd_channel.kme.identity import Identity, Role, validate_entity_id
 from qkd_channel.kme.peer import PeerLink, SyncOutcome, SyncResult
@@ -54,19 +54,12 @@ async def _in_thread(func: Callable[..., _T], *args: Any) -> _T:
     return await anyio.to_thread.run_sync(functools.partial(func, *args))
 
 
-@dataclass
-class _Pending:
-    """An ``enc_keys`` request waiting for its allocation batch."""
+_Allocation = Pending[KeyOrder, list[QKDKey]]
+_Delivery = Pending[tuple[str, str, tuple[str, ...]], list[QKDKey]]
 
-    order: KeyOrder
-    future: asyncio.Future[list[QKDKey]] = field(repr=False)
 
-    def settle(self, keys: list[QKDKey] | None = None, error: Exception | None = None) -> None:
-        if not self.future.done():  # the caller may have gone away (cancelled)
-            if error is not None:
-                self.future.set_exception(error)
-            else:
-                self.future.set_result(keys or [])
+def _interrupted() -> KMEUnavailable:
+    return KMEUnavailable("request interrupted, try again", retry_after=RETRY_AFTER_SECONDS)
 
 
 class KeyManager:
@@ -78,8 +71,18 @@ class KeyManager:
         self.peer = peer
         # Allocations from this end's half go one batch at a time, so that a reservation the
         # peer refused can be put back without disturbing a later one.
-        self._allocation_lock = asyncio.Lock()
-        self._pending: list[_Pending] = []
+        self._allocations: Batcher[KeyOrder, list[QKDKey]] = Batcher(
+            self._allocate,
+            interrupted=_interrupted,
+            max_weight=MAX_BATCH_KEYS,
+            weight=lambda order: len(order.sizes_bits),
+        )
+        self._deliveries: Batcher[tuple[str, str, tuple[str, ...]], list[QKDKey]] = Batcher(
+            self._deliver,
+            interrupted=_interrupted,
+            max_weight=MAX_BATCH_KEYS,
+            weight=lambda request: len(request[2]),
+        )
 
     # -- who is asking ----------------------------------------------------------------------
 
@@ -177,21 +180,7 @@ class KeyManager:
         number = 1 if number is None else number
         size = self.config.limits.key_size if size is None else size
         self._check_key_request(master, slaves, number, size, extension_mandatory)
-        pending = _Pending(
-            KeyOrder(master, tuple(slaves), (size,) * number),
-            asyncio.get_running_loop().create_future(),
-        )
-        self._pending.append(pending)
-        try:
-            async with self._allocation_lock:
-                # Whoever holds the lock allocates everything queued so far, this request's
-                # neighbours included; a request already served by an earlier holder skips it.
-                while not pending.future.done():
-                    await self._allocate(self._next_batch())
-        except asyncio.CancelledError:
-            pending.future.cancel()  # still queued: no batch will carve key for it now
-            raise
-        keys = await pending.future
+        keys = await self._allocations.submit(KeyOrder(master, tuple(slaves), (size,) * number))
         log.info(
             "enc_keys: %d key(s) of %d bits for master %s, slaves %s: %s",
             number,
@@ -202,50 +191,19 @@ class KeyManager:
         )
         return keys
 
-    def _next_batch(self) -> list[_Pending]:
-        """Queued requests (oldest first, cancelled ones dropped) up to ``MAX_BATCH_KEYS``."""
-        batch: list[_Pending] = []
-        keys = 0
-        while self._pending:
-            head = self._pending[0]
-            if head.future.done():
-                self._pending.pop(0)
-                continue
-            if batch and keys + len(head.order.sizes_bits) > MAX_BATCH_KEYS:
-                break
-            batch.append(self._pending.pop(0))
-            keys += len(head.order.sizes_bits)
-        return batch
-
-    async def _allocate(self, batch: list[_Pending]) -> None:
-        """Carve, confirm with the peer, and answer every request of ``batch``.
-
-        Every request of the batch is answered whatever happens, even if the caller that
-        runs the batch is cancelled half-way (its neighbours then get a 503; bits already
-        carved stay burned, as for a peer answer that never came).
-        """
+    async def _allocate(self, batch: list[_Allocation]) -> None:
+        """Carve, confirm with the peer, and answer every request of ``batch``."""
         try:
-            await self._allocate_batch(batch)
-        finally:
-            for p in batch:
-                p.settle(
-                    error=KMEUnavailable(
-                        "key allocation interrupted", retry_after=RETRY_AFTER_SECONDS
-                    )
-                )
-
-    async def _allocate_batch(self, batch: list[_Pending]) -> None:
-        try:
-            reservation = await _in_thread(self.store.reserve_orders, [p.order for p in batch])
+            reservation = await _in_thread(self.store.reserve_orders, [p.item for p in batch])
         except KeyStoreError as exc:
             if exc.reason != "insufficient":
                 for p in batch:
                     p.settle(error=exc)
             elif len(batch) > 1:  # the smaller requests may still fit on their own
                 for p in batch:
-                    await self._allocate([p])
+                    await self._allocations.run_batch([p])
             else:
-                bits = sum(batch[0].order.sizes_bits)
+                bits = sum(batch[0].item.sizes_bits)
                 batch[0].settle(
                     error=await self._unavailable("not enough key material", requested_bits=bits)
                 )
@@ -256,7 +214,7 @@ class KeyManager:
                 # The peer recorded nothing; find out which request it objects to.
                 await _in_thread(self.store.release, reservation)
                 for p in batch:
-                    await self._allocate([p])
+                    await self._allocations.run_batch([p])
                 return
             try:
                 await self._settle_failed_sync(reservation, result)
@@ -266,7 +224,7 @@ class KeyManager:
             return
         keys = iter(reservation.keys)
         for p in batch:
-            p.settle([next(keys) for _ in p.order.sizes_bits])
+            p.settle([next(keys) for _ in p.item.sizes_bits])
 
     async def _settle_failed_sync(self, reservation: Reservation, result: SyncResult) -> None:
         """Put bits back if the peer provably recorded nothing, then raise the caller's error."""
@@ -318,18 +276,28 @@ class KeyManager:
                 raise KMERequestRejected("key_ID is not a UUID", [{"key_ID": key_id}]) from None
         if len(set(canonical)) != len(canonical):
             raise KMERequestRejected("duplicate key_ID in request")
-        try:
-            keys = await _in_thread(self.store.take_keys, slave, master, canonical)
-        except KeyStoreError as exc:
-            if exc.reason == "not_entitled":
-                raise KMEUnauthorized(
-                    "the caller is not the slave SAE of these keys for this master SAE"
-                ) from None
-            raise KMERequestRejected(
-                "unknown key_ID (never allocated, or already delivered)"
-            ) from None
+        keys = await self._deliveries.submit((slave, master, tuple(canonical)))
         log.info("dec_keys: %d key(s) from master %s to slave %s", len(keys), master, slave)
         return keys
+
+    async def _deliver(self, batch: list[_Delivery]) -> None:
+        """Take the keys of every request of ``batch`` in one store transaction."""
+        outcomes = await _in_thread(self.store.take_keys_batch, [p.item for p in batch])
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if not isinstance(outcome, KeyStoreError):
+                pending.settle(outcome)
+            elif outcome.reason == "not_entitled":
+                pending.settle(
+                    error=KMEUnauthorized(
+                        "the caller is not the slave SAE of these keys for this master SAE"
+                    )
+                )
+            else:
+                pending.settle(
+                    error=KMERequestRejected(
+                        "unknown key_ID (never allocated, or already delivered)"
+                    )
+                )
 
     # -- KME-to-KME -------------------------------------------------------------------------
 

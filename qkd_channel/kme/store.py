@@ -405,33 +405,56 @@ class KeyStore:
         that key, or ``master_sae_id`` is not its master); a refused request delivers and
         deletes nothing.
         """
-        taken: list[QKDKey] = []
+        (outcome,) = self.take_keys_batch([(caller_sae_id, master_sae_id, tuple(key_ids))])
+        if isinstance(outcome, KeyStoreError):
+            raise outcome
+        return outcome
+
+    def take_keys_batch(
+        self, requests: Sequence[tuple[str, str, Sequence[str]]]
+    ) -> list[list[QKDKey] | KeyStoreError]:
+        """Several :meth:`take_keys` requests ``(caller, master, key_ids)`` in one transaction
+        (one fsync). Each is all or nothing on its own (a savepoint): a refused one gets its
+        ``KeyStoreError`` in the result list and does not disturb the others."""
+        outcomes: list[list[QKDKey] | KeyStoreError] = []
         with self._lock, self._transaction():
-            for key_id in key_ids:
-                row = self._db.execute(
-                    "SELECT master_sae_id, material FROM keys WHERE key_id = ?", (key_id,)
-                ).fetchone()
-                if row is None:
-                    raise KeyStoreError("unknown key ID", reason="unknown_key")
-                slave = self._db.execute(
-                    "SELECT delivered FROM key_slaves WHERE key_id = ? AND sae_id = ?",
-                    (key_id, caller_sae_id),
-                ).fetchone()
-                if slave is None or row[0] != master_sae_id:
-                    raise KeyStoreError("caller not entitled to this key", reason="not_entitled")
-                if slave[0]:
-                    raise KeyStoreError("key already delivered to this SAE", reason="unknown_key")
-                self._db.execute(
-                    "UPDATE key_slaves SET delivered = 1 WHERE key_id = ? AND sae_id = ?",
-                    (key_id, caller_sae_id),
-                )
-                pending = self._db.execute(
-                    "SELECT COUNT(*) FROM key_slaves WHERE key_id = ? AND delivered = 0", (key_id,)
-                ).fetchone()[0]
-                if pending == 0:  # every slave has it: the key is gone from this end too
-                    self._db.execute("DELETE FROM keys WHERE key_id = ?", (key_id,))
-                taken.append(QKDKey(key_id, bytes(row[1])))
+            for caller_sae_id, master_sae_id, key_ids in requests:
+                self._db.execute("SAVEPOINT take")
+                try:
+                    outcomes.append(self._take(caller_sae_id, master_sae_id, key_ids))
+                except KeyStoreError as exc:
+                    self._db.execute("ROLLBACK TO take")
+                    outcomes.append(exc)
+                self._db.execute("RELEASE take")
         self._checkpoint()
+        return outcomes
+
+    def _take(self, caller_sae_id: str, master_sae_id: str, key_ids: Sequence[str]) -> list[QKDKey]:
+        taken: list[QKDKey] = []
+        for key_id in key_ids:
+            row = self._db.execute(
+                "SELECT master_sae_id, material FROM keys WHERE key_id = ?", (key_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyStoreError("unknown key ID", reason="unknown_key")
+            slave = self._db.execute(
+                "SELECT delivered FROM key_slaves WHERE key_id = ? AND sae_id = ?",
+                (key_id, caller_sae_id),
+            ).fetchone()
+            if slave is None or row[0] != master_sae_id:
+                raise KeyStoreError("caller not entitled to this key", reason="not_entitled")
+            if slave[0]:
+                raise KeyStoreError("key already delivered to this SAE", reason="unknown_key")
+            self._db.execute(
+                "UPDATE key_slaves SET delivered = 1 WHERE key_id = ? AND sae_id = ?",
+                (key_id, caller_sae_id),
+            )
+            pending = self._db.execute(
+                "SELECT COUNT(*) FROM key_slaves WHERE key_id = ? AND delivered = 0", (key_id,)
+            ).fetchone()[0]
+            if pending == 0:  # every slave has it: the key is gone from this end too
+                self._db.execute("DELETE FROM keys WHERE key_id = ?", (key_id,))
+            taken.append(QKDKey(key_id, bytes(row[1])))
         return taken
 
     def _checkpoint(self) -> None:

@@ -119,3 +119,36 @@ def test_reserve_orders_carves_in_order_and_all_or_nothing(tmp_path: Path) -> No
         assert a.available_bits(LinkEnd.A) == left  # the order that fitted carved nothing
     finally:
         a.close()
+
+
+async def test_concurrent_dec_keys_are_each_all_or_nothing_and_once(kme_pair: KMEPair) -> None:
+    kme_pair.feed(blocks=1, nbytes=4096)
+    device, notary = _client(kme_pair, "a", "device-1"), _client(kme_pair, "b", "notary")
+    try:
+        keys = [(await device.enc_keys("notary", number=2, size=128)) for _ in range(6)]
+        ids = [[k.key_id for k in pair] for pair in keys]
+        bogus = "00000000-0000-4000-8000-000000000000"
+        calls = [
+            notary.dec_keys("device-1", ids[0]),
+            notary.dec_keys("device-1", [ids[1][0], bogus]),  # one unknown ID: nothing given
+            notary.dec_keys("intruder", ids[2]),  # wrong master: refused
+            notary.dec_keys("device-1", ids[3]),
+            notary.dec_keys("device-1", ids[3]),  # the same keys twice in one batch
+            notary.dec_keys("device-1", ids[4]),
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert results[0] == keys[0] and results[5] == keys[4]
+        assert isinstance(results[1], KMERequestRejected)
+        assert isinstance(results[2], KMEUnauthorized)
+        assert sorted(map(type, results[3:5]), key=str) == sorted(
+            [list, KMERequestRejected], key=str
+        )
+        assert keys[3] in results[3:5]
+        # The refused requests delivered nothing: their keys are still there, once.
+        assert await notary.dec_keys("device-1", ids[1]) == keys[1]
+        assert await notary.dec_keys("device-1", ids[2]) == keys[2]
+        with pytest.raises(KMERequestRejected):
+            await notary.dec_keys("device-1", ids[1])
+    finally:
+        await device.aclose()
+        await notary.aclose()
