@@ -62,6 +62,7 @@ class CPUMeter:
         self._ticks = os.sysconf("SC_CLK_TCK")
         self._start: dict[str, float] = {}
         self._wall = 0.0
+        self.used: dict[str, float] = {}  #: CPU seconds per process, after the phase
 
     def _read(self) -> dict[str, float]:
         out = {}
