@@ -75,12 +75,20 @@ class KMEKeySource:
     ) -> None:
         self._client = client
         self._notary_sae_id = notary_sae_id
-        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight = 0
+        #: Most requests ever on the wire at once (observable, like the coalescer's counts).
+        self.peak_in_flight = 0
 
     async def dec_keys(self, master_sae_id: str, key_ids: Sequence[str]) -> list[QKDKey]:
         try:
-            async with self._in_flight:
-                return await self._client.dec_keys(master_sae_id, key_ids)
+            async with self._slots:
+                self._in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+                try:
+                    return await self._client.dec_keys(master_sae_id, key_ids)
+                finally:
+                    self._in_flight -= 1
         except (KMERequestRejected, KMEUnauthorized) as exc:
             # 400 = unknown or already delivered, 401 = bound to another master/slave pair:
             # both mean the envelope names keys its claimed device cannot have used.
@@ -95,7 +103,7 @@ class KMEKeySource:
         # ETSI 014 reports stock per (caller, peer SAE) pair: the notary asks about the link
         # to a device SAE from its own side, as the master of that status query.
         try:
-            async with self._in_flight:
+            async with self._slots:
                 status = await self._client.status(master_sae_id)
         except KMEUnauthorized:
             return None

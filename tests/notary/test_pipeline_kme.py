@@ -13,12 +13,19 @@ import pytest
 
 from notary.config import NotarySettings
 from notary.errors import AuthenticationFailed, KeysUnavailable, ReplayDetected
-from notary.keysource import CoalescingKeySource
+from notary.keysource import CoalescingKeySource, KMEKeySource
 from notary.service import NotaryService
 from notary.storage.sqlite import SQLiteStore
 from qkd_channel.errors import KMERequestRejected
+from qkd_channel.kme.certs import sae_paths
+from qkd_channel.kme.client import AsyncKMEClient
 from tests.notary.conftest import ADMIN_TOKEN, NOTARY_ID, KMEDevice, kme_key_source_for
 from tests.qkd_channel.conftest import KMEPair
+
+
+def kme_client(pair: KMEPair, kme: str, sae_id: str) -> AsyncKMEClient:
+    cert, key = sae_paths(pair.pki, sae_id)
+    return AsyncKMEClient(pair.urls[kme], cert=cert, key=key, ca=pair.pki / "ca.crt", timeout=5)
 
 
 @pytest.fixture
@@ -115,3 +122,19 @@ async def test_concurrent_envelopes_of_a_hub_share_kme_calls(
     assert keys.requests == 6 and keys.round_trips < 6  # merged into shared KME calls
     metrics = kme_service.metrics.render().decode()
     assert 'notary_envelopes_accepted_total{channel="http",mode="otp"} 6.0' in metrics
+
+
+async def test_kme_key_source_keeps_few_requests_on_the_wire(kme_link: KMEPair) -> None:
+    """Many concurrent envelopes must not become many concurrent TLS connections to the KME
+    (httpx reconnected per request beyond its keep-alive pool; any client pays per
+    connection): the key source queues all but ``max_in_flight`` of them."""
+    device, notary = kme_client(kme_link, "a", "hub"), kme_client(kme_link, "b", "notary")
+    source = KMEKeySource(notary, max_in_flight=2)
+    try:
+        keys = [(await device.enc_keys("notary"))[0] for _ in range(12)]
+        fetched = await asyncio.gather(*(source.dec_keys("hub", [k.key_id]) for k in keys))
+        assert [f[0] for f in fetched] == keys
+        assert source.peak_in_flight == 2
+    finally:
+        await device.aclose()
+        await source.aclose()
