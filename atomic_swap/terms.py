@@ -10,7 +10,6 @@ arrive authenticated: a bug on the other side must not become a wrong swap on ou
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from algosdk.encoding import is_valid_address
@@ -24,6 +23,7 @@ from pydantic import (
 )
 
 from atomic_swap.errors import EnvelopeRefused
+from qkd_channel import boundedjson
 
 __all__ = ["Acceptance", "Network", "Offer", "parse_message"]
 
@@ -97,7 +97,7 @@ class Acceptance(_Strict):
 def parse_message(plaintext: bytes) -> Offer | Acceptance:
     """Decode an opened envelope's plaintext into an ``Offer`` or ``Acceptance``."""
     try:
-        obj: Any = json.loads(plaintext)
+        obj: Any = boundedjson.loads(plaintext)
         kind = obj.get("type") if isinstance(obj, dict) else None
         if kind == "qswap.offer":
             return Offer.model_validate(obj)

@@ -20,7 +20,6 @@ observers; the receipt discloses the salt to whoever holds it.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import uuid
@@ -31,6 +30,7 @@ from eth_hash.auto import keccak
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from notary.errors import SchemaInvalid
+from qkd_channel import boundedjson
 
 __all__ = [
     "RECORD_ID_DOMAIN",
@@ -58,9 +58,11 @@ class TelemetryDocument(BaseModel):
 def parse_document(plaintext: bytes) -> TelemetryDocument:
     """Validate decrypted plaintext; anything else raises ``SchemaInvalid`` (422)."""
     try:
-        raw = json.loads(plaintext.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise SchemaInvalid("plaintext is not UTF-8 JSON") from None
+        raw = boundedjson.loads(plaintext)
+    except ValueError:
+        raise SchemaInvalid(
+            f"plaintext is not UTF-8 JSON nested at most {boundedjson.MAX_DEPTH} deep"
+        ) from None
     try:
         return TelemetryDocument.model_validate(raw)
     except ValidationError as exc:

@@ -57,6 +57,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
+from qkd_channel import boundedjson
 from qkd_channel.errors import EnvelopeRejected, KeyMaterialExhausted, SessionExpired
 from qkd_channel.keys import QKDKey
 
@@ -230,7 +231,7 @@ class Envelope:
     @classmethod
     def from_json(cls, text: str | bytes) -> Envelope:
         try:
-            obj = json.loads(text)
+            obj = boundedjson.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise EnvelopeRejected("malformed") from exc
         return cls.from_dict(obj)

@@ -19,7 +19,11 @@ from notary.config import NotarySettings
 from notary.explorer import install_explorer
 from notary.service import NotaryService
 
-__all__ = ["create_app"]
+__all__ = ["MAX_REQUEST_BODY_BYTES", "create_app"]
+
+#: A backstop above every route's own limit (envelopes 64 KiB, /rpc 1 MiB, the explorer's
+#: form 256 KiB), which answer first in their own formats.
+MAX_REQUEST_BODY_BYTES = 2 << 20
 
 
 def create_app(
@@ -29,6 +33,8 @@ def create_app(
     if service is None and settings is None:
         settings = NotarySettings()
     owned = service is None
+    limits = service.settings if service is not None else settings
+    assert limits is not None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,6 +53,8 @@ def create_app(
         version="1",
         summary="Blockchain notary for QKD-authenticated IoT telemetry",
         lifespan=lifespan,
+        # Stops anyone making the notary buffer an unbounded body on any route.
+        max_body_size=max(MAX_REQUEST_BODY_BYTES, limits.max_envelope_bytes),
     )
     if service is not None:
         app.state.service = service

@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from notary.api.bounded import BoundedJSONRoute
 from notary.api.deps import ServiceDep
 from notary.errors import DeviceNotFound, RecordNotFound, ServiceUnavailable
 from notary.explorer.chain_view import ChainView
@@ -31,8 +32,8 @@ from notary.storage.base import RecordBrowser
 
 __all__ = ["install_explorer", "router"]
 
-router = APIRouter(prefix="/explorer", include_in_schema=False)
-_root = APIRouter(include_in_schema=False)
+router = APIRouter(prefix="/explorer", include_in_schema=False, route_class=BoundedJSONRoute)
+_root = APIRouter(include_in_schema=False, route_class=BoundedJSONRoute)
 
 #: The dashboard's rate window and the most records it reads to draw it.
 RATE_MINUTES = 10

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hashlib
-import json
 import threading
 import time
 import uuid
@@ -25,6 +24,7 @@ from notary.receipts import Receipt
 from notary.sdk.core import Answer
 from notary.sdk.errors import DeliveryError
 from notary.sdk.queue import QueuedEnvelope
+from qkd_channel import boundedjson
 
 __all__ = [
     "AsyncHTTPTransport",
@@ -184,7 +184,7 @@ class MQTTTransport:
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            answer = json.loads(msg.payload)
+            answer = boundedjson.loads(msg.payload)
         except ValueError:
             return
         if isinstance(answer, dict) and isinstance(answer.get("message_digest"), str):

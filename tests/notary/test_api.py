@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator, Sequence
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.routing import BaseRoute
 
+from notary.api import create_app
+from notary.api.bounded import BoundedJSONRoute
+from notary.api.main import MAX_REQUEST_BODY_BYTES
 from notary.keysource import InMemoryKeySource
 from notary.service import NotaryService
 from notary.telemetry import payload_hash
@@ -66,6 +72,9 @@ async def test_accepted_envelope_gets_202_and_a_receipt(
         pytest.param(b"", 400, "malformed", id="empty"),
         pytest.param(b"{not json", 400, "malformed", id="not-json"),
         pytest.param(b'{"v": 2}', 400, "malformed", id="missing-fields"),
+        # py-evm raises the recursion limit to 100,000: a deep body must not crash the
+        # process in the JSON parser (this one fits the 64 KiB envelope limit).
+        pytest.param(b"[" * 32_000 + b"]" * 32_000, 400, "malformed", id="nested-32000-deep"),
     ],
 )
 async def test_malformed_bodies_are_400(
@@ -134,6 +143,43 @@ async def test_admin_endpoints_require_the_token(
     assert created.json()["history"][0]["kind"] == "registered"
     again = await client.post("/v1/admin/devices", json=body, headers=admin_headers)
     assert_problem(again, 409, "device-exists")
+
+
+@pytest.mark.parametrize("token", [None, "valid"])
+async def test_a_deeply_nested_body_is_400_before_or_after_authentication(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], token: str | None
+) -> None:
+    """FastAPI parses a JSON body before the admin token is checked; nested 100,000 deep
+    it would overflow the C stack under py-evm's recursion limit and kill the notary."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    headers = {"content-type": "application/json", **(admin_headers if token else {})}
+    response = await client.post("/v1/admin/devices", content=deep, headers=headers)
+    assert response.status_code == 400, response.text
+    assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_any_body_above_the_app_limit_is_413(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    huge = b"[" + b"0," * (MAX_REQUEST_BODY_BYTES // 2) + b"0]"
+    headers = {"content-type": "application/json", **admin_headers}
+    response = await client.post("/v1/admin/devices", content=huge, headers=headers)
+    assert response.status_code == 413, response.text
+
+
+def _api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        included = getattr(route, "original_router", None)  # FastAPI's lazy include
+        if included is not None:
+            yield from _api_routes(included.routes)
+
+
+def test_every_route_parses_json_with_the_nesting_limit(service: NotaryService) -> None:
+    routes = list(_api_routes(create_app(service).routes))
+    assert len(routes) > 20
+    assert [r.path for r in routes if not isinstance(r, BoundedJSONRoute)] == []
 
 
 async def test_admin_validation_errors_are_problems(

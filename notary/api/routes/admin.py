@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from notary.api.bounded import BoundedJSONRoute
 from notary.api.convert import device_public
 from notary.api.deps import AdminDep, ServiceDep
 from notary.api.schemas import DeviceCreate, DevicePublic, DigestApproval, Problem
@@ -13,6 +14,7 @@ __all__ = ["router"]
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 
 router = APIRouter(
+    route_class=BoundedJSONRoute,
     prefix="/v1/admin",
     tags=["admin"],
     dependencies=[AdminDep],

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from notary.api.bounded import BoundedJSONRoute
 from notary.api.convert import device_public
 from notary.api.deps import ServiceDep
 from notary.api.schemas import DevicePublic, Problem
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["devices"])
+router = APIRouter(prefix="/v1", tags=["devices"], route_class=BoundedJSONRoute)
 
 
 @router.get("/devices", operation_id="list_devices", response_model=list[DevicePublic])

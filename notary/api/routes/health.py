@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
+from notary.api.bounded import BoundedJSONRoute
 from notary.api.deps import ServiceDep
 from notary.api.schemas import Health, Readiness, ReadinessCheck
 from notary.metrics import CONTENT_TYPE_LATEST
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=BoundedJSONRoute)
 
 
 @router.get("/healthz", operation_id="read_health", response_model=Health)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from notary.api.bounded import BoundedJSONRoute
 from notary.api.deps import ServiceDep
 from notary.api.schemas import Problem
 from notary.receipts import Receipt
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["records"])
+router = APIRouter(prefix="/v1", tags=["records"], route_class=BoundedJSONRoute)
 
 
 @router.get(

@@ -20,8 +20,8 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic_core import from_json
 
+from notary.api.bounded import BoundedJSONRoute
 from notary.api.deps import ServiceDep
 from notary.chain.client import ChainClient
 from notary.chain.embedded import SerializedTesterProvider
@@ -30,12 +30,13 @@ from notary.chain.rpc_gateway import LIMIT_EXCEEDED, NOT_SUPPORTED, EmbeddedRPCG
 from notary.errors import JSONRPCError
 from notary.logging import log_event
 from notary.service import NotaryService
+from qkd_channel import boundedjson
 
 __all__ = ["CONCURRENT_CALLS", "router"]
 
 log = logging.getLogger("notary.api.rpc")
 
-router = APIRouter(tags=["chain"])
+router = APIRouter(tags=["chain"], route_class=BoundedJSONRoute)
 
 #: Requests (or whole batches) executed at once; more wait, off the event loop.
 CONCURRENT_CALLS = 2
@@ -106,17 +107,6 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _parse_json(body: bytes) -> Any:
-    """Standard JSON (no NaN/Infinity) via pydantic-core's parser, not ``json.loads``.
-
-    py-evm and py_ecc raise the interpreter's recursion limit to 100 000; at that limit
-    ``json.loads`` of a body nested some 60 000 deep overflows the C stack and kills the
-    process instead of raising. pydantic-core's parser stops at a fixed depth (200) with
-    a ValueError whatever the recursion limit.
-    """
-    return from_json(body, allow_inf_nan=False)
 
 
 def _valid_id(request_id: Any) -> bool:
@@ -218,7 +208,7 @@ async def call_json_rpc(request: Request, service: ServiceDep) -> Response:
         message = f"request body exceeds {limits.max_body_bytes} bytes"
         return _answer(_error(None, LIMIT_EXCEEDED, message), 413)
     try:
-        document = _parse_json(body)
+        document = boundedjson.loads(body)
     except ValueError:
         return _answer(_error(None, PARSE_ERROR, "parse error"))
     batch = isinstance(document, list)

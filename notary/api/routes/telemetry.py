@@ -7,13 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
+from notary.api.bounded import BoundedJSONRoute
 from notary.api.deps import ServiceDep
 from notary.api.schemas import EnvelopeJSON, Problem, TelemetryAccepted
 from notary.errors import PayloadTooLarge
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["telemetry"])
+router = APIRouter(prefix="/v1", tags=["telemetry"], route_class=BoundedJSONRoute)
 
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 _BODY: dict[str, Any] = {
