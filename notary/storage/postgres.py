@@ -48,18 +48,17 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from notary.attestation import approve, attest
+from notary.attestation import approve
 from notary.config import AnchorMode
 from notary.errors import (
-    AuthenticationFailed,
     DeviceExists,
     DeviceInactive,
     DeviceNotFound,
     InvalidTransition,
-    ReplayDetected,
     StorageUnavailable,
 )
 from notary.logging import log_event
+from notary.storage.admission import admit
 from notary.storage.base import (
     AcceptOutcome,
     BatchRow,
@@ -536,27 +535,8 @@ class PostgresStore:
                 (record.record_id, record.device_id),
             )
             row = await cursor.fetchone()
-            if row is None:
-                raise AuthenticationFailed("unknown-device")
-            device = _device(row)
-            if not device.active:
-                raise AuthenticationFailed("device-inactive")
-            if row[-1]:
-                raise ReplayDetected(
-                    "this envelope was already accepted", record_id=record.record_id
-                )
-            if device.last_sequence is not None and record.sequence <= device.last_sequence:
-                raise ReplayDetected(
-                    f"sequence {record.sequence} is not above the last accepted"
-                    f" {device.last_sequence}",
-                    reason="stale-sequence",
-                )
-            result = attest(
-                approved_digest=device.approved_digest,
-                current_digest=device.current_digest,
-                trusted=device.trusted,
-                reported=record.firmware_digest,
-            )
+            device = None if row is None else _device(row)
+            result = admit(device, record, already_recorded=row is not None and bool(row[-1]))
             changed = result.event is not None
             # Every write is queued first; the first fetch sends them in one round trip.
             device_cursor = await conn.execute(

@@ -24,18 +24,17 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from notary.attestation import approve, attest
+from notary.attestation import approve
 from notary.config import AnchorMode
 from notary.errors import (
-    AuthenticationFailed,
     DeviceExists,
     DeviceInactive,
     DeviceNotFound,
     InvalidTransition,
     NotaryError,
-    ReplayDetected,
     StorageUnavailable,
 )
+from notary.storage.admission import admit
 from notary.storage.base import (
     AcceptOutcome,
     BatchRow,
@@ -428,28 +427,10 @@ class SQLiteStore:
     async def accept(self, record: NewRecord) -> AcceptOutcome:
         def job(conn: sqlite3.Connection) -> AcceptOutcome:
             device = _fetch_device(conn, record.device_id)
-            if device is None:
-                raise AuthenticationFailed("unknown-device")
-            if not device.active:
-                raise AuthenticationFailed("device-inactive")
-            if conn.execute(
+            recorded = conn.execute(
                 "SELECT 1 FROM records WHERE record_id = ?", (record.record_id,)
-            ).fetchone():
-                raise ReplayDetected(
-                    "this envelope was already accepted", record_id=record.record_id
-                )
-            if device.last_sequence is not None and record.sequence <= device.last_sequence:
-                raise ReplayDetected(
-                    f"sequence {record.sequence} is not above the last accepted"
-                    f" {device.last_sequence}",
-                    reason="stale-sequence",
-                )
-            result = attest(
-                approved_digest=device.approved_digest,
-                current_digest=device.current_digest,
-                trusted=device.trusted,
-                reported=record.firmware_digest,
-            )
+            ).fetchone()
+            result = admit(device, record, already_recorded=recorded is not None)
             changed = result.event is not None
             conn.execute(
                 "UPDATE devices SET last_sequence = ?, approved_digest = ?, current_digest = ?,"
