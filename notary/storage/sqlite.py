@@ -204,15 +204,14 @@ class SQLiteStore:
                     stop = True
                     break
                 jobs.append(nxt)
-            if self._run_group(conn, jobs):
-                self.commits += 1
+            self._run_group(conn, jobs)
             if stop:
                 return
 
-    @staticmethod
-    def _run_group(conn: sqlite3.Connection, jobs: list[_Job]) -> bool:
-        """Run ``jobs`` in one transaction; hand out results after COMMIT. False if the
-        transaction failed (every job then gets ``StorageUnavailable``)."""
+    def _run_group(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+        """Run ``jobs`` in one transaction; hand out results after COMMIT (and after
+        counting it, so a caller that sees its answer also sees the commit counted). If
+        the transaction fails, every job gets ``StorageUnavailable``."""
         outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -226,6 +225,7 @@ class SQLiteStore:
                     conn.execute("RELEASE job")
                     outcomes.append((False, exc))
             conn.execute("COMMIT")
+            self.commits += 1
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -233,7 +233,7 @@ class SQLiteStore:
             failure.__cause__ = exc
             for _, fut in jobs:
                 fut.set_exception(failure)
-            return False
+            return
         for (_, fut), (ok, value) in zip(jobs, outcomes, strict=True):
             if ok:
                 fut.set_result(value)
@@ -243,7 +243,6 @@ class SQLiteStore:
                 failure = StorageUnavailable("storage operation failed")
                 failure.__cause__ = value
                 fut.set_exception(failure)
-        return True
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
