@@ -350,8 +350,8 @@ def encode_log(log: Mapping[str, Any]) -> dict[str, Any]:
 def encode_receipt(receipt: Mapping[str, Any]) -> dict[str, Any]:
     """A receipt object with its logs bloom (eth-tester omits it; clients require it).
 
-    The pre-Byzantium ``root`` that eth-tester fills with a placeholder is dropped: the
-    receipt's ``status`` is authoritative.
+    The pre-Byzantium ``root`` field, which eth-tester fills with a meaningless constant,
+    is dropped: the receipt's ``status`` is authoritative.
     """
     bloom = BloomFilter()
     for log in receipt["logs"]:
