@@ -14,19 +14,25 @@ from typing import Any
 
 import httpx
 import pytest
+from eth_account import Account
+from eth_hash.auto import keccak
 
 from notary.api import create_app
 from notary.chain.client import ChainClient
+from notary.chain.retry import RetryPolicy
+from notary.chain.settings import ChainSettings
 from notary.config import NotarySettings
 from notary.keysource import CoalescingKeySource, InMemoryKeySource, KMEKeySource
 from notary.service import NotaryService
 from notary.storage.sqlite import SQLiteStore
 from qkd_channel.envelope import Envelope, Mode, keys_needed, seal
 from qkd_channel.keys import QKDKey
+from tests.conftest import AnvilNode
 from tests.notary.postgres_server import PostgresServer
 from tests.qkd_channel.conftest import KMEPair, start_pair
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+ANVIL_SIGNER = Account.from_key(keccak(b"notary-tests-anvil-signer"))
 NOTARY_ID = "notary"
 FIRMWARE_A = "a" * 64
 FIRMWARE_B = "b" * 64
@@ -205,6 +211,23 @@ def chain_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainClie
     client = ChainClient.open(
         ChainSettings(data_dir=tmp_path_factory.mktemp("chain")), Account.create()
     )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def anvil_chain(node: AnvilNode, tmp_path: Path) -> Iterator[ChainClient]:
+    """A chain client on the requesting module's anvil ``node``, signing as a funded
+    ANVIL_SIGNER, giving up quickly on an unreachable node (outage tests)."""
+    node.rpc("anvil_setBalance", [ANVIL_SIGNER.address, hex(10**21)])
+    settings = ChainSettings(
+        data_dir=tmp_path / "chain",
+        rpc_url=node.url,
+        retry=RetryPolicy(attempts=2, initial_backoff_s=0.05),
+    )
+    client = ChainClient.open(settings, ANVIL_SIGNER)
     try:
         yield client
     finally:

@@ -9,13 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from eth_account import Account
-from eth_hash.auto import keccak
 from web3 import Web3
 
 from notary.chain.client import ChainClient
-from notary.chain.retry import RetryPolicy
-from notary.chain.settings import ChainSettings
 from notary.config import AnchorMode, NotarySettings
 from notary.keysource import InMemoryKeySource
 from notary.receipts import verify_receipt
@@ -25,31 +21,14 @@ from notary.storage.sqlite import SQLiteStore
 from tests.conftest import AnvilFactory, AnvilNode
 from tests.notary.conftest import ADMIN_TOKEN, NOTARY_ID, fleet
 
-SIGNER = Account.from_key(keccak(b"notary-anchoring-anvil"))
-
 
 @pytest.fixture
 def node(anvil_factory: AnvilFactory, tmp_path: Path) -> Iterator[AnvilNode]:
     anvil = anvil_factory(state_file=tmp_path / "anvil-state.json")
-    anvil.rpc("anvil_setBalance", [SIGNER.address, hex(10**21)])
     try:
         yield anvil
     finally:
         anvil.stop()
-
-
-@pytest.fixture
-def anvil_chain(node: AnvilNode, tmp_path: Path) -> Iterator[ChainClient]:
-    settings = ChainSettings(
-        data_dir=tmp_path / "chain",
-        rpc_url=node.url,
-        retry=RetryPolicy(attempts=2, initial_backoff_s=0.05),
-    )
-    client = ChainClient.open(settings, SIGNER)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture

@@ -9,14 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from eth_account import Account
-from eth_hash.auto import keccak
 
 from notary.anchoring import AnchoringWorker
 from notary.api import create_app
 from notary.chain.client import ChainClient
-from notary.chain.retry import RetryPolicy
-from notary.chain.settings import ChainSettings
 from notary.config import AnchorMode, NotarySettings
 from notary.keysource import InMemoryKeySource
 from notary.service import NotaryService
@@ -24,31 +20,14 @@ from notary.storage.sqlite import SQLiteStore
 from tests.conftest import AnvilFactory, AnvilNode
 from tests.notary.conftest import ADMIN_TOKEN, NOTARY_ID, fleet
 
-SIGNER = Account.from_key(keccak(b"notary-explorer-anvil"))
-
 
 @pytest.fixture
 def node(anvil_factory: AnvilFactory) -> Iterator[AnvilNode]:
     anvil = anvil_factory()
-    anvil.rpc("anvil_setBalance", [SIGNER.address, hex(10**21)])
     try:
         yield anvil
     finally:
         anvil.stop()
-
-
-@pytest.fixture
-def anvil_chain(node: AnvilNode, tmp_path: Path) -> Iterator[ChainClient]:
-    settings = ChainSettings(
-        data_dir=tmp_path / "chain",
-        rpc_url=node.url,
-        retry=RetryPolicy(attempts=2, initial_backoff_s=0.05),
-    )
-    client = ChainClient.open(settings, SIGNER)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture
