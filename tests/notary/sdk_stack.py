@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -50,16 +51,19 @@ def make_pki(directory: Path, devices: int = 4) -> Path:
 class NotaryThread:
     """The notary's FastAPI app under uvicorn in a background thread (own event loop)."""
 
-    def __init__(self, settings: NotarySettings, port: int) -> None:
+    def __init__(
+        self, settings: NotarySettings, port: int, tls: dict[str, Any] | None = None
+    ) -> None:
         self.settings = settings
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         config = uvicorn.Config(
             create_app(settings=settings),
             host="127.0.0.1",
             port=port,
             log_level="warning",
             lifespan="on",
+            **(tls or {}),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -91,10 +95,11 @@ class Stack:
 
     @property
     def notary_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.notary.url if self.notary is not None else f"http://127.0.0.1:{self.port}"
 
-    def start_notary(self) -> NotaryThread:
-        self.notary = NotaryThread(self.settings, self.port)
+    def start_notary(self, *, tls: dict[str, Any] | None = None) -> NotaryThread:
+        """Serve the notary in a thread; ``tls``: uvicorn's ``ssl_*`` options for HTTPS."""
+        self.notary = NotaryThread(self.settings, self.port, tls)
         self.notary.start()
         return self.notary
 
