@@ -25,6 +25,7 @@ from web3.providers import HTTPProvider
 from web3.types import FilterParams, TxReceipt
 
 from notary.chain.artifacts import load_artifact
+from notary.chain.calldata import encode_call
 from notary.chain.deployment import Deployment, load_deployment, save_deployment
 from notary.chain.embedded import EmbeddedChain
 from notary.chain.models import (
@@ -323,7 +324,7 @@ class ChainClient:
             for r in records
         ]
         payloads = [r.payload for r in records] if any(r.payload for r in records) else []
-        data = HexBytes(self._notary.encode_abi("recordBatch", args=[rows, payloads]))
+        data = encode_call(self._notary, "recordBatch", [rows, payloads])
         receipt, info = self._tx.transact("recordBatch", self._notary.address, data)
         recorded = tuple(
             bytes(entry["topics"][2])
@@ -345,7 +346,7 @@ class ChainClient:
             bytes32(first_record_id, "record ID"),
             bytes32(last_record_id, "record ID"),
         ]
-        data = HexBytes(self._notary.encode_abi("anchorRoot", args=args))
+        data = encode_call(self._notary, "anchorRoot", args)
         receipt, info = self._tx.transact("anchorRoot", self._notary.address, data)
         anchored = any(self._logs(receipt, self._notary.address, _ROOT_ANCHORED))
         return AnchorOutcome(tx=info, root=root, anchored=anchored)
@@ -448,7 +449,7 @@ class ChainClient:
         args = [role.value, to_checksum_address(account)]
         infos = []
         for contract in self._role_contracts(role):
-            data = HexBytes(contract.encode_abi(function, args=args))
+            data = encode_call(contract, function, args)
             infos.append(self._tx.transact(function, contract.address, data)[1])
         return tuple(infos)
 
@@ -458,7 +459,7 @@ class ChainClient:
         return self._tx.view(contract, function, *args)
 
     def _call_registry(self, function: str, args: list[Any]) -> tuple[TxReceipt, TxInfo]:
-        data = HexBytes(self._registry.encode_abi(function, args=args))
+        data = encode_call(self._registry, function, args)
         return self._tx.transact(function, self._registry.address, data)
 
     @staticmethod
