@@ -54,16 +54,20 @@ contract TelemetryNotary is AccessControl {
     /// @notice The DeviceRegistry this notary's device IDs refer to.
     address public immutable registry;
 
-    /// @dev A record as stored: two full words and `meta`, packed by hand so that writing
-    ///      a record is three plain SSTOREs (bits 0-63 sequence, 64-127 recordedAt,
-    ///      128-191 blockNumber, 192-199 mode, 200 payloadPublished).
+    /// @dev A record as stored: the payload hash and one word packed by hand, so that
+    ///      writing a record is two plain SSTOREs (bits 0-63 sequence, 64-127 recordedAt,
+    ///      128-191 blockNumber, 192-199 mode, 200 payloadPublished, 224-255 the device's
+    ///      1-based index in `_devices`). Storing the 32-byte device ID once per device
+    ///      instead of once per record saves a third of a record's storage writes.
     struct StoredRecord {
-        bytes32 deviceId;
         bytes32 payloadHash;
         uint256 meta;
     }
 
     mapping(bytes32 recordId => StoredRecord) private _records;
+    /// @dev Device IDs in order of their first record; `_deviceIndex` is 1-based into it.
+    bytes32[] private _devices;
+    mapping(bytes32 deviceId => uint256) private _deviceIndex;
     mapping(bytes32 root => Anchor) private _anchors;
 
     event RecordStored(
@@ -78,6 +82,7 @@ contract TelemetryNotary is AccessControl {
     error InvalidRecord(uint256 index);
     error PayloadCountMismatch(uint256 records, uint256 payloads);
     error InvalidAnchor();
+    error TooManyDevices();
 
     constructor(address admin, address notary, address registry_) {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
@@ -116,9 +121,9 @@ contract TelemetryNotary is AccessControl {
                 uint64 sequence = input.sequence;
                 bytes32 payloadHash = input.payloadHash;
                 bool published = publishing && payloads[i].length != 0;
-                slot.deviceId = deviceId;
                 slot.payloadHash = payloadHash;
-                slot.meta = stamp | sequence | (uint256(mode) << 192) | (published ? 1 << 200 : 0);
+                slot.meta = stamp | sequence | (uint256(mode) << 192) | (published ? 1 << 200 : 0)
+                    | (_indexOf(deviceId) << 224);
                 emit RecordStored(deviceId, recordId, sequence, payloadHash, mode);
                 if (published) emit PayloadPublished(recordId, payloads[i]);
                 ++recorded;
@@ -128,6 +133,17 @@ contract TelemetryNotary is AccessControl {
             }
         }
         emit BatchRecorded(recorded, length - recorded);
+    }
+
+    /// @dev The device's 1-based index in `_devices`, assigned at its first record.
+    function _indexOf(bytes32 deviceId) private returns (uint256 index) {
+        index = _deviceIndex[deviceId];
+        if (index == 0) {
+            index = _devices.length + 1;
+            if (index > type(uint32).max) revert TooManyDevices();
+            _devices.push(deviceId);
+            _deviceIndex[deviceId] = index;
+        }
     }
 
     /// @notice Anchor the Merkle root of a batch of records kept off-chain. Anchoring a
@@ -162,8 +178,9 @@ contract TelemetryNotary is AccessControl {
     function getRecord(bytes32 recordId) external view returns (Record memory) {
         StoredRecord storage stored = _records[recordId];
         uint256 meta = stored.meta;
+        uint256 index = meta >> 224;
         return Record({
-            deviceId: stored.deviceId,
+            deviceId: index == 0 ? bytes32(0) : _devices[index - 1],
             payloadHash: stored.payloadHash,
             sequence: uint64(meta),
             recordedAt: uint64(meta >> 64),

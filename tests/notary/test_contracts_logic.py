@@ -160,6 +160,32 @@ def test_batch_stores_every_field_readable_by_getter(client: ChainClient) -> Non
         assert not stored.payload_published
 
 
+def test_records_of_interleaved_devices_read_back_their_own_device(client: ChainClient) -> None:
+    """The contract stores each device ID once and a per-record index to it."""
+    first = [record(f"dev-a{i}", device=f"idx-{i}", sequence=i) for i in range(3)]
+    client.record_batch(first)
+    second = [record(f"dev-b{i}", device=f"idx-{(i * 2) % 4}", sequence=10 + i) for i in range(8)]
+    client.record_batch(second)
+    for original in first + second:
+        stored = client.get_record(original.record_id)
+        assert stored is not None
+        assert (stored.device_id, stored.sequence) == (original.device_id, original.sequence)
+
+
+def test_a_record_of_a_known_device_costs_two_storage_writes(client: ChainClient) -> None:
+    """Marginal gas of a record: two new slots (2 x 22,100) plus its event and calldata.
+
+    Gas is deterministic, so this pins the storage layout: a third slot per record (the
+    device ID stored again) would add 22,100 and fail the bound.
+    """
+    client.record_batch([record("gas-warm", device="gas-dev")])
+    one = client.record_batch([record("gas-1", device="gas-dev")]).tx.gas_used
+    batch = [record(f"gas-n{i}", device="gas-dev", sequence=i) for i in range(11)]
+    eleven = client.record_batch(batch).tx.gas_used
+    marginal = (eleven - one) / 10
+    assert 2 * 22_100 < marginal < 2 * 22_100 + 8_000
+
+
 def test_resubmitted_batch_skips_known_records_without_reverting(client: ChainClient) -> None:
     first = client.record_batch([record("d1"), record("d2")])
     again = client.record_batch([record("d2"), record("d3"), record("d1")])

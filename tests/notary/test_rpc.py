@@ -384,10 +384,10 @@ async def test_account_state_matches_the_chain(http: httpx.AsyncClient, history:
     )
     assert await rpc(http, "eth_getCode", UNFUNDED) == "0x"
     # TelemetryNotary's _records mapping is slot 1 (after AccessControl's _roles); a
-    # record's first word is its device ID.
+    # record's first word is its payload hash.
     slot = keccak(RECORD_ID + (1).to_bytes(32, "big"))
     word = await rpc(http, "eth_getStorageAt", notary, hex0x(slot), "latest")
-    assert word == hex0x(encode_device_id(DEVICE))
+    assert word == hex0x(PAYLOAD_HASH)
     before = hex(history.block_number - 1)
     assert int(await rpc(http, "eth_getStorageAt", notary, hex0x(slot), before), 16) == 0
     assert (await rpc_error(http, "eth_getBalance", SIGNER.address, hex(10**6)))[
