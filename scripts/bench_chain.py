@@ -9,9 +9,9 @@ signing, nonce management, receipt and confirmation wait included):
   ``anchorRoot`` transaction (the time includes tree construction).
 
 and prints records/s, gas per record and the speed-up over the baseline, then one summary
-line. Both chains get a 60M block gas limit (a 500-record batch needs about 35M gas).
+line. Both chains get a 60M block gas limit (a 500-record batch needs about 25M gas).
 
-    python scripts/bench_chain.py [--baseline-tx 40]
+    python scripts/bench_chain.py [--baseline-tx 100]
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def anvil_client(workdir: Path) -> Iterator[ChainClient]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline-tx", type=int, default=40, help="single-record transactions")
+    parser.add_argument("--baseline-tx", type=int, default=100, help="single-record transactions")
     parser.add_argument("--repeats", type=int, default=2, help="batches of each size")
     args = parser.parse_args()
     results: list[Result] = []
