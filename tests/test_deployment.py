@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -432,14 +433,43 @@ def test_dockerfile_commands_exist() -> None:
     # In the builder's working directory (the sources) a plain `python -c` would import the
     # sources, not the installed wheel; -I keeps the working directory off sys.path.
     flags = re.findall(r"/opt/venv/bin/python\s+([^'\"]*?)-c\b", text)
-    assert len(flags) == 2 and set(flags) == {"-I "}, flags
-    # The builder copies the contract artifacts to where the installed module reads them.
-    from notary.chain.artifacts import BUILD_DIR, load_artifact
-
-    assert BUILD_DIR == ROOT / "contracts" / "build"
+    assert flags == ["-I "], flags
+    # The wheel carries the contract artifacts (test_wheel_carries_the_contract_artifacts);
+    # the builder proves the installed package loads them.
+    assert text.index("COPY contracts/build") < text.index("pip wheel")
     for name in ("DeviceRegistry", "TelemetryNotary"):
         assert f"a('{name}')" in text
-        load_artifact(name)
+
+
+def test_wheel_carries_the_contract_artifacts(tmp_path: Path) -> None:
+    """notary/chain/contracts links to contracts/build; a wheel must hold the files."""
+    from notary.chain.artifacts import BUILD_DIR
+
+    assert BUILD_DIR.resolve() == (ROOT / "contracts" / "build").resolve()
+    source = tmp_path / "src"
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, source / name)
+    for tree in ("qkd_channel", "notary", "atomic_swap", "contracts/build"):
+        shutil.copytree(
+            ROOT / tree,
+            source / tree,
+            symlinks=True,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), "."],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("qkd_notary-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        for name in ("DeviceRegistry", "TelemetryNotary"):
+            packed = archive.read(f"notary/chain/contracts/{name}.json")
+            assert packed == (ROOT / "contracts" / "build" / f"{name}.json").read_bytes()
 
 
 def test_environment_variables_are_ones_the_programs_read(config: dict[str, Any]) -> None:

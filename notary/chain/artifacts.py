@@ -1,6 +1,9 @@
-"""The compiled contracts committed under ``contracts/build/``.
+"""The compiled contracts committed under ``contracts/build/``, shipped in the package.
 
 ``scripts/build_contracts.py`` writes them; a test proves they are reproducible.
+``notary/chain/contracts`` is a symbolic link to ``contracts/build``: in a checkout the
+chain layer reads the build output itself, and a wheel (setuptools copies what the link
+points to, as package data) carries the artifacts inside the installed package.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 __all__ = ["BUILD_DIR", "ContractArtifact", "load_artifact"]
 
-BUILD_DIR = Path(__file__).resolve().parents[2] / "contracts" / "build"
+BUILD_DIR = Path(__file__).parent / "contracts"
 
 
 @dataclass(frozen=True)
