@@ -203,6 +203,7 @@ class Fleet:
         devices: list[str],
         queues: Path,
         first_sequence: int = 1,
+        key_stock: int = 1,
     ) -> None:
         self.kmes = [kmes.device_kme(f"sae-{d}") for d in devices]
         self.clients = [
@@ -215,6 +216,7 @@ class Fleet:
                 notary_sae_id=NOTARY_SAE,
                 retry=RetryPolicy(initial_s=0.05, max_s=1.0, deadline_s=60),
                 first_sequence=first_sequence,
+                key_stock=key_stock,
             )
             for d, kme in zip(devices, self.kmes, strict=True)
         ]
@@ -233,10 +235,11 @@ async def e2e(
     seconds: float,
     queues: Path,
     meter: CPUMeter,
+    key_stock: int,
 ) -> tuple[float, float, int]:
     """Accepted/s through the SDK (KME round trips included); key bytes per message;
     number of envelopes accepted."""
-    fleet = Fleet(kmes, notary, devices, queues)
+    fleet = Fleet(kmes, notary, devices, queues, key_stock=key_stock)
     sent = 0
     stop_at = time.monotonic() + seconds
 
@@ -351,6 +354,12 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--prefetched-per-device", type=int, default=40)
     parser.add_argument(
+        "--key-stock",
+        type=int,
+        default=1,
+        help="e2e: keys per enc_keys request, kept in the SDK's in-memory stock (default 1)",
+    )
+    parser.add_argument(
         "--phases",
         default=",".join(PHASES),
         help="comma-separated subset of " + ",".join(PHASES) + " (default: all)",
@@ -369,7 +378,7 @@ async def main() -> None:
     kmes = KMEPair(root, [f"sae-{d}" for d in names], buffer_bits=400_000_000, link=False)
     anvil = AnvilNode()
     notaries: list[Notary] = []
-    summary = [f"bench_notary: devices={args.devices}"]
+    summary = [f"bench_notary: devices={args.devices} key_stock={args.key_stock}"]
     cpu_lines: list[str] = []
     try:
         kmes.start()
@@ -387,7 +396,7 @@ async def main() -> None:
         if "e2e" in phases:
             meter = CPUMeter(pids)
             rate, key_per_msg, sent = await e2e(
-                kmes, merkle, names, args.seconds, queues / "e2e", meter
+                kmes, merkle, names, args.seconds, queues / "e2e", meter, args.key_stock
             )
             minimum = len(build_document(FIRMWARE, telemetry(0))) + 32
             summary += [

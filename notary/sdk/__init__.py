@@ -24,6 +24,7 @@ from notary.sdk.errors import (
     KeysUnobtainable,
     QueueError,
 )
+from notary.sdk.keystock import KeyStock
 from notary.sdk.queue import QueuedEnvelope, SendQueue
 from notary.sdk.transport import (
     AsyncHTTPTransport,
@@ -45,6 +46,7 @@ __all__ = [
     "DeviceClient",
     "HTTPTransport",
     "KeyPlan",
+    "KeyStock",
     "KeysUnobtainable",
     "MQTTTransport",
     "QueueError",

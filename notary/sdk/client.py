@@ -4,8 +4,10 @@ One ``send`` does, in order:
 
 1. build and validate the telemetry document (before any key is spent);
 2. obtain fresh keys from the device's KME with ``enc_keys`` (the notary's SAE is the
-   slave), as many keys as the KME's maximum key size requires; in ``aead`` mode reuse the
-   current session key until it is due for rotation;
+   slave), as many keys as the KME's maximum key size requires; with ``key_stock=N > 1``
+   take one from a small in-memory stock refilled ``N`` keys per request
+   (:mod:`notary.sdk.keystock`); in ``aead`` mode reuse the current session key until it
+   is due for rotation;
 3. durably take the next sequence number, seal, and write the envelope to the on-disk
    queue (:class:`~notary.sdk.queue.SendQueue`);
 4. deliver every queued envelope oldest first (the notary needs rising sequence numbers),
@@ -46,6 +48,7 @@ from notary.sdk.errors import (
     DeliveryRejected,
     KeysUnobtainable,
 )
+from notary.sdk.keystock import KeyStock
 from notary.sdk.queue import QueuedEnvelope, SendQueue
 from notary.sdk.transport import (
     AsyncHTTPTransport,
@@ -76,6 +79,7 @@ class ClientStats:
     rejected: int = 0  #: final refusals (moved to ``rejected/``)
     retries: int = 0  #: transient failures waited out (notary or KME)
     key_bytes: int = 0  #: QKD key material obtained from the KME
+    keys_dropped: int = 0  #: stocked keys dropped unused (too old, or left at close)
 
 
 class _ClientBase:
@@ -94,6 +98,8 @@ class _ClientBase:
         aead_max_messages: int,
         aead_max_age_s: float,
         first_sequence: int,
+        key_stock: int,
+        key_stock_max_age_s: float,
         rng: random.Random | None,
         clock: Callable[[], float],
     ) -> None:
@@ -110,6 +116,7 @@ class _ClientBase:
         self._rng = rng or random.Random()
         self._clock = clock
         self._plan: KeyPlan | None = None
+        self._stock = KeyStock(key_stock, max_age_s=key_stock_max_age_s)
         self._session: AEADSession | None = None
         self._queue = SendQueue(Path(queue_dir), device_id=device_id, first_sequence=first_sequence)
         # Envelopes that may have reached the notary without us learning the outcome: all
@@ -120,6 +127,21 @@ class _ClientBase:
     @property
     def queue(self) -> SendQueue:
         return self._queue
+
+    def _stocked(self, plan: KeyPlan, need: int) -> list[QKDKey] | None:
+        """Keys for ``need`` bytes from the in-memory stock, if it holds a fitting one."""
+        keys = self._stock.take(need, plan, self._clock())
+        self.stats.keys_dropped = self._stock.dropped
+        return keys
+
+    def _obtained(self, plan: KeyPlan, need: int, fetched: list[QKDKey]) -> list[QKDKey]:
+        """Account for keys fresh from the KME; those for this message (the rest stocked)."""
+        self.stats.key_bytes += sum(len(k.material) for k in fetched)
+        return self._stock.keep(fetched, need, plan, self._clock())
+
+    def _drop_stock(self) -> None:
+        self._stock.clear()
+        self.stats.keys_dropped = self._stock.dropped
 
     def _needs_session(self) -> bool:
         return self._session is None or self._session.expired()
@@ -225,6 +247,8 @@ class DeviceClient(_ClientBase):
         aead_max_messages: int = 10_000,
         aead_max_age_s: float = 600.0,
         first_sequence: int = 1,
+        key_stock: int = 1,
+        key_stock_max_age_s: float = 300.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -240,6 +264,8 @@ class DeviceClient(_ClientBase):
             aead_max_messages=aead_max_messages,
             aead_max_age_s=aead_max_age_s,
             first_sequence=first_sequence,
+            key_stock=key_stock,
+            key_stock_max_age_s=key_stock_max_age_s,
             rng=rng,
             clock=clock,
         )
@@ -324,14 +350,17 @@ class DeviceClient(_ClientBase):
         if self._plan is None:
             status = self._kme_call(lambda: self._kme.status(self.notary_sae_id), deadline)
             self._plan = KeyPlan.from_status(status)
-        keys: list[QKDKey] = []
-        for number, size in self._plan.requests(keys_needed(self.mode, plaintext_len)):
+        need = keys_needed(self.mode, plaintext_len)
+        keys = self._stocked(self._plan, need)
+        if keys is not None:
+            return keys
+        fetched: list[QKDKey] = []
+        for number, size in self._stock.requests(need, self._plan):
             call = functools.partial(
                 self._kme.enc_keys, self.notary_sae_id, number=number, size=size
             )
-            keys += self._kme_call(call, deadline)
-        self.stats.key_bytes += sum(len(k.material) for k in keys)
-        return keys
+            fetched += self._kme_call(call, deadline)
+        return self._obtained(self._plan, need, fetched)
 
     def _kme_call(self, call: Callable[[], T], deadline: float) -> T:
         attempt = 0
@@ -350,6 +379,7 @@ class DeviceClient(_ClientBase):
 
     def close(self) -> None:
         """Release the queue directory and the transport (queued envelopes stay on disk)."""
+        self._drop_stock()
         self._transport.close()
         self._queue.close()
 
@@ -383,6 +413,8 @@ class AsyncDeviceClient(_ClientBase):
         aead_max_messages: int = 10_000,
         aead_max_age_s: float = 600.0,
         first_sequence: int = 1,
+        key_stock: int = 1,
+        key_stock_max_age_s: float = 300.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -398,6 +430,8 @@ class AsyncDeviceClient(_ClientBase):
             aead_max_messages=aead_max_messages,
             aead_max_age_s=aead_max_age_s,
             first_sequence=first_sequence,
+            key_stock=key_stock,
+            key_stock_max_age_s=key_stock_max_age_s,
             rng=rng,
             clock=clock,
         )
@@ -484,14 +518,17 @@ class AsyncDeviceClient(_ClientBase):
         if self._plan is None:
             status = await self._kme_call(lambda: self._kme.status(self.notary_sae_id), deadline)
             self._plan = KeyPlan.from_status(status)
-        keys = []
-        for number, size in self._plan.requests(keys_needed(self.mode, plaintext_len)):
+        need = keys_needed(self.mode, plaintext_len)
+        stocked = self._stocked(self._plan, need)
+        if stocked is not None:
+            return stocked
+        fetched: list[QKDKey] = []
+        for number, size in self._stock.requests(need, self._plan):
             call = functools.partial(
                 self._kme.enc_keys, self.notary_sae_id, number=number, size=size
             )
-            keys += await self._kme_call(call, deadline)
-        self.stats.key_bytes += sum(len(k.material) for k in keys)
-        return keys
+            fetched += await self._kme_call(call, deadline)
+        return self._obtained(self._plan, need, fetched)
 
     async def _kme_call(self, call: Callable[[], Awaitable[T]], deadline: float) -> T:
         attempt = 0
@@ -510,6 +547,7 @@ class AsyncDeviceClient(_ClientBase):
 
     async def aclose(self) -> None:
         """Release the queue directory and the transport (queued envelopes stay on disk)."""
+        self._drop_stock()
         await self._transport.aclose()
         self._queue.close()
 

@@ -344,8 +344,9 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
         assert len(waits) > 1  # jittered, not lock-step
 
 
+@pytest.mark.parametrize("key_stock", [1, 4])
 async def test_async_client_keeps_per_device_order_under_concurrent_sends(
-    stack: Stack, tmp_path: Path
+    stack: Stack, tmp_path: Path, key_stock: int
 ) -> None:
     kme = stack.async_device_kme("sae-1")
     async with (
@@ -357,9 +358,11 @@ async def test_async_client_keeps_per_device_order_under_concurrent_sends(
             firmware_digest=FIRMWARE,
             queue_dir=tmp_path / "aq",
             retry=FAST,
+            key_stock=key_stock,
         ) as dev,
     ):
         acks = await asyncio.gather(*(dev.send({"n": n}) for n in range(8)))
+    assert dev.stats.keys_dropped == 0  # with a stock of 4: two refills, every key used
     assert sorted(a.sequence for a in acks) == list(range(1, 9))
     assert all(a.record_id == record_id("dev-1", a.sequence, _key_ids(stack, a)) for a in acks)
     assert notary_device(stack, "dev-1")["last_sequence"] == 8
