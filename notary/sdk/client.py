@@ -79,7 +79,7 @@ class ClientStats:
     rejected: int = 0  #: final refusals (moved to ``rejected/``)
     retries: int = 0  #: transient failures waited out (notary or KME)
     key_bytes: int = 0  #: QKD key material obtained from the KME
-    keys_dropped: int = 0  #: stocked keys dropped unused (too old, or left at close)
+    key_bytes_dropped: int = 0  #: of which stocked, then dropped unused (too old, or at close)
 
 
 class _ClientBase:
@@ -131,7 +131,7 @@ class _ClientBase:
     def _stocked(self, plan: KeyPlan, need: int) -> list[QKDKey] | None:
         """Keys for ``need`` bytes from the in-memory stock, if it holds a fitting one."""
         keys = self._stock.take(need, plan, self._clock())
-        self.stats.keys_dropped = self._stock.dropped
+        self.stats.key_bytes_dropped = self._stock.dropped_bytes
         return keys
 
     def _obtained(self, plan: KeyPlan, need: int, fetched: list[QKDKey]) -> list[QKDKey]:
@@ -141,7 +141,7 @@ class _ClientBase:
 
     def _drop_stock(self) -> None:
         self._stock.clear()
-        self.stats.keys_dropped = self._stock.dropped
+        self.stats.key_bytes_dropped = self._stock.dropped_bytes
 
     def _needs_session(self) -> bool:
         return self._session is None or self._session.expired()

@@ -51,8 +51,9 @@ class KeyStock:
         #: Keys asked for per ``enc_keys`` call when the stock runs dry (1 = no stock).
         self.depth = depth
         self.max_age_s = max_age_s
-        #: Keys dropped unused so far (too old, or left in the stock by :meth:`clear`).
+        #: Keys (and their bytes) dropped unused so far: too old, or left by :meth:`clear`.
         self.dropped = 0
+        self.dropped_bytes = 0
         self._by_bits: dict[int, deque[tuple[float, QKDKey]]] = {}
 
     def __len__(self) -> int:
@@ -89,15 +90,20 @@ class KeyStock:
         """Drop keys older than ``max_age_s`` (counted in :attr:`dropped`)."""
         for bits, keys in list(self._by_bits.items()):
             while keys and now - keys[0][0] >= self.max_age_s:
-                keys.popleft()
-                self.dropped += 1
+                self._count_dropped(keys.popleft()[1])
             if not keys:
                 del self._by_bits[bits]
 
     def clear(self) -> None:
         """Drop every stocked key, e.g. when the client closes (counted in :attr:`dropped`)."""
-        self.dropped += len(self)
+        for keys in self._by_bits.values():
+            for _, key in keys:
+                self._count_dropped(key)
         self._by_bits.clear()
+
+    def _count_dropped(self, key: QKDKey) -> None:
+        self.dropped += 1
+        self.dropped_bytes += len(key.material)
 
     def _stock_bits(self, nbytes: int, plan: KeyPlan) -> int | None:
         """Size of the one stocked key that serves ``nbytes``, or ``None``: not stocked."""

@@ -77,7 +77,9 @@ class SendQueue:
     """Sequence counter and FIFO of sealed envelopes for one device, on disk.
 
     Only one ``SendQueue`` may hold a directory at a time (an OS file lock, released by the
-    kernel if the process dies), so two clients can never hand out the same sequence.
+    kernel if the process dies), so two clients can never hand out the same sequence. That
+    is also why the pending entries are read from disk once, when the queue is opened, and
+    then mirrored in memory: nobody else writes the directory while this object holds it.
     """
 
     def __init__(self, directory: Path, *, device_id: str, first_sequence: int = 1) -> None:
@@ -92,12 +94,13 @@ class SendQueue:
         except Timeout:
             raise QueueError(f"send queue {self.directory} is in use by another client") from None
         try:
-            self._next = self._load_state(first_sequence)
+            self._next, self._pending = self._load(first_sequence)
         except BaseException:
             self._lock.release()
             raise
 
-    def _load_state(self, first_sequence: int) -> int:
+    def _load(self, first_sequence: int) -> tuple[int, dict[int, QueuedEnvelope]]:
+        """The sequence counter and the pending entries, by sequence."""
         path = self.directory / _STATE
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
@@ -111,10 +114,13 @@ class SendQueue:
         next_sequence = state.get("next_sequence")
         if not isinstance(next_sequence, int) or next_sequence < 0:
             raise QueueError(f"{path} holds no valid sequence counter")
+        folder = self.directory / "pending"
+        entries = (_decode(folder / n) for n in os.listdir(folder) if _ENTRY.match(n))
+        pending = {item.sequence: item for item in entries}
         # A pending entry above the counter means the counter file is older than the entry
         # (it cannot be, given the write order, but never trust it to hand out a used number).
-        highest = max((q.sequence for q in self.pending()), default=-1)
-        return max(next_sequence, highest + 1)
+        highest = max(pending, default=-1)
+        return max(next_sequence, highest + 1), pending
 
     @property
     def next_sequence(self) -> int:
@@ -134,12 +140,11 @@ class SendQueue:
         if item.envelope.sender != self.device_id:
             raise QueueError("envelope sender differs from the queue's device")
         _atomic_write(self._entry("pending", item.sequence), _encode(item))
+        self._pending[item.sequence] = item
 
     def pending(self) -> list[QueuedEnvelope]:
         """Envelopes not yet delivered, oldest (lowest sequence) first."""
-        folder = self.directory / "pending"
-        names = sorted(n for n in os.listdir(folder) if _ENTRY.match(n))
-        return [_decode(folder / name) for name in names]
+        return [self._pending[sequence] for sequence in sorted(self._pending)]
 
     def rejected(self) -> list[dict[str, Any]]:
         """Dead letters with the notary's answer, oldest first (for diagnostics)."""
@@ -152,6 +157,7 @@ class SendQueue:
         path = self._entry("pending", item.sequence)
         path.unlink(missing_ok=True)
         _fsync_dir(path.parent)
+        self._pending.pop(item.sequence, None)
 
     def dead_letter(self, item: QueuedEnvelope, answer: dict[str, Any]) -> None:
         """The notary refused the envelope for good: keep it aside with the answer."""

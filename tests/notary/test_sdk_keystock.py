@@ -96,7 +96,7 @@ def test_keys_older_than_the_maximum_age_are_dropped_not_used() -> None:
     assert len(stock) == 3
     assert stock.take(100, PLAN, now=29.0) is not None  # still fresh
     assert stock.take(100, PLAN, now=30.0) is None  # the last two are too old
-    assert len(stock) == 0 and stock.dropped == 2
+    assert len(stock) == 0 and stock.dropped == 2 and stock.dropped_bytes == 2 * 16 * 7
     keys, called = obtain(stock, kme, 100, now=30.0)
     assert called == 1 and keys[0].key_id != first[0].key_id
 
@@ -165,13 +165,13 @@ def test_client_with_a_stock_delivers_and_keeps_no_key_on_disk(
     ):
         acks = [dev.send({"n": n}) for n in range(6)]
         on_disk = b"".join(p.read_bytes() for p in queue.rglob("*") if p.is_file())
-        assert dev.stats.keys_dropped == 0
+        assert dev.stats.key_bytes_dropped == 0
     assert [a.sequence for a in acks] == [1, 2, 3, 4, 5, 6]
     assert kme.enc_calls == 2  # 4 keys, then 4 more: 2 left in the stock at close
-    assert dev.stats.keys_dropped == 2
     for key in kme.delivered:
         for form in (key.material, base64.b64encode(key.material), key.material.hex().encode()):
             assert form not in on_disk
     need = keys_needed(Mode.OTP, len(build_document(FIRMWARE, {"n": 0})))
     bucket = GRANULE_BYTES * -(-need // GRANULE_BYTES)  # each key: the need, rounded up
     assert dev.stats.key_bytes == 2 * 4 * bucket
+    assert dev.stats.key_bytes_dropped == 2 * bucket
