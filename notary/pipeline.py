@@ -173,9 +173,9 @@ class IntakePipeline:
         if envelope.recipient != self._notary_id:
             raise AuthenticationFailed("wrong-recipient")
         envelope_digest = hashlib.sha256(envelope.to_bytes()).hexdigest()
-        earlier = await self._store.find_record_by_envelope(envelope_digest)
-        if earlier is not None:
-            raise ReplayDetected("this envelope was already accepted", record_id=earlier)
+        lookup = await self._store.intake_lookup(envelope_digest, envelope.key_ids)
+        if lookup.replay_of is not None:
+            raise ReplayDetected("this envelope was already accepted", record_id=lookup.replay_of)
         device = await self._device(envelope.sender)
         retained = self._retained.pop(envelope_digest, None)
         if (
@@ -185,7 +185,7 @@ class IntakePipeline:
         ):
             keys = [retained.key, *retained.more]
         else:
-            keys = await self._obtain_keys(envelope, device)
+            keys = await self._obtain_keys(envelope, device, key_reused=bool(lookup.consumed))
         try:
             record = self._verify(envelope, device, keys, envelope_digest)
             outcome = await self._store.accept(record)
@@ -253,14 +253,16 @@ class IntakePipeline:
             raise AuthenticationFailed("device-inactive")
         return device
 
-    async def _obtain_keys(self, envelope: Envelope, device: DeviceRow) -> list[QKDKey]:
+    async def _obtain_keys(
+        self, envelope: Envelope, device: DeviceRow, *, key_reused: bool
+    ) -> list[QKDKey]:
         if envelope.mode is Mode.AEAD and len(envelope.key_ids) == 1:
             session = self._session(envelope.key_ids[0])
             if session is not None:
                 if session.device_id != device.device_id:
                     raise AuthenticationFailed("key-not-bound")
                 return [session.key]
-        if await self._store.consumed_keys(envelope.key_ids):
+        if key_reused:
             # The KME would refuse too; asking it would only cost a round trip.
             raise AuthenticationFailed("key-reused")
         try:

@@ -27,6 +27,7 @@ __all__ = [
     "DeviceEvent",
     "DeviceEventKind",
     "DeviceRow",
+    "IntakeLookup",
     "NewRecord",
     "RecordBrowser",
     "RecordRow",
@@ -94,6 +95,16 @@ class ConsumedKey:
     key_id: str
     device_id: str
     record_id: str | None
+
+
+@dataclass(frozen=True)
+class IntakeLookup:
+    """What the intake must know before it fetches an envelope's keys, read at once."""
+
+    #: Record ID of an accepted byte-identical envelope (the envelope is a replay).
+    replay_of: str | None
+    #: Those of the envelope's key IDs whose material the notary already obtained.
+    consumed: Mapping[str, ConsumedKey]
 
 
 @dataclass(frozen=True)
@@ -201,8 +212,10 @@ class Store(Protocol):
     # -- intake ----------------------------------------------------------------------
     async def consumed_keys(self, key_ids: Sequence[str]) -> Mapping[str, ConsumedKey]: ...
 
-    async def find_record_by_envelope(self, envelope_digest: str) -> str | None:
-        """Record ID of an accepted envelope with this digest (a byte-identical resend)."""
+    async def intake_lookup(self, envelope_digest: str, key_ids: Sequence[str]) -> IntakeLookup:
+        """In one read: the accepted envelope with this digest (a byte-identical resend),
+        and which of ``key_ids`` are consumed. The intake asks both for every envelope,
+        before any key is fetched."""
 
     async def record_consumed_keys(
         self, device_id: str, key_ids: Sequence[str], *, now: float

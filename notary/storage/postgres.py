@@ -67,6 +67,7 @@ from notary.storage.base import (
     DeviceEvent,
     DeviceEventKind,
     DeviceRow,
+    IntakeLookup,
     NewRecord,
     RecordRow,
     RecordStatus,
@@ -505,14 +506,27 @@ class PostgresStore:
 
         return await self._read(query)
 
-    async def find_record_by_envelope(self, envelope_digest: str) -> str | None:
-        async def query(conn: Conn) -> str | None:
+    async def intake_lookup(self, envelope_digest: str, key_ids: Sequence[str]) -> IntakeLookup:
+        ids = list(key_ids)
+
+        async def query(conn: Conn) -> IntakeLookup:
+            # Both questions in one statement, so one round trip to the server.
             cursor = await conn.execute(
-                "SELECT record_id FROM records WHERE envelope_digest = %s LIMIT 1",
-                (envelope_digest,),
+                "SELECT 'replay', record_id, NULL, NULL FROM"
+                " (SELECT record_id FROM records WHERE envelope_digest = %s LIMIT 1) AS earlier"
+                " UNION ALL"
+                " SELECT 'key', key_id, device_id, record_id FROM consumed_keys"
+                " WHERE key_id = ANY(%s)",
+                (envelope_digest, ids),
             )
-            row = await cursor.fetchone()
-            return None if row is None else str(row[0])
+            replay_of = None
+            consumed = {}
+            for kind, first, device_id, record_id in await cursor.fetchall():
+                if kind == "replay":
+                    replay_of = str(first)
+                else:
+                    consumed[first] = ConsumedKey(first, device_id, record_id)
+            return IntakeLookup(replay_of=replay_of, consumed=consumed)
 
         return await self._read(query)
 

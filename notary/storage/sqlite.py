@@ -43,6 +43,7 @@ from notary.storage.base import (
     DeviceEvent,
     DeviceEventKind,
     DeviceRow,
+    IntakeLookup,
     NewRecord,
     RecordRow,
     RecordStatus,
@@ -140,6 +141,14 @@ _BATCH_COLUMNS = (
 _EVENT_COLUMNS = "event_id, device_id, kind, digest, at, record_id, chain_tx_hash"
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], concurrent.futures.Future[Any]]
+
+
+def _consumed(conn: sqlite3.Connection, ids: list[str]) -> dict[str, ConsumedKey]:
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(
+        f"SELECT key_id, device_id, record_id FROM consumed_keys WHERE key_id IN ({marks})", ids
+    )
+    return {row[0]: ConsumedKey(row[0], row[1], row[2]) for row in rows}
 
 
 def _seq_text(sequence: int) -> str:
@@ -388,26 +397,24 @@ class SQLiteStore:
     # -- intake ----------------------------------------------------------------------
     async def consumed_keys(self, key_ids: Sequence[str]) -> Mapping[str, ConsumedKey]:
         ids = list(key_ids)
-
-        def query(conn: sqlite3.Connection) -> dict[str, ConsumedKey]:
-            marks = ",".join("?" * len(ids))
-            rows = conn.execute(
-                f"SELECT key_id, device_id, record_id FROM consumed_keys WHERE key_id IN ({marks})",
-                ids,
-            )
-            return {row[0]: ConsumedKey(row[0], row[1], row[2]) for row in rows}
-
         if not ids:
             return {}
-        return await self._read(query)
+        return await self._read(lambda conn: _consumed(conn, ids))
 
-    async def find_record_by_envelope(self, envelope_digest: str) -> str | None:
-        def query(conn: sqlite3.Connection) -> str | None:
+    async def intake_lookup(self, envelope_digest: str, key_ids: Sequence[str]) -> IntakeLookup:
+        ids = list(key_ids)
+
+        def query(conn: sqlite3.Connection) -> IntakeLookup:
+            # One hop to a reader thread for both questions: under load the hop (executor,
+            # wake-up of the event loop) costs more than the two indexed lookups.
             row = conn.execute(
                 "SELECT record_id FROM records WHERE envelope_digest = ? LIMIT 1",
                 (envelope_digest,),
             ).fetchone()
-            return None if row is None else str(row[0])
+            return IntakeLookup(
+                replay_of=None if row is None else str(row[0]),
+                consumed=_consumed(conn, ids) if ids else {},
+            )
 
         return await self._read(query)
 

@@ -124,6 +124,26 @@ async def test_refused_accept_writes_nothing(store: Store) -> None:
         await store.accept(new_record("nobody", 1))
 
 
+async def test_intake_lookup_answers_replay_and_consumed_keys_at_once(store: Store) -> None:
+    accepted = await store.accept(new_record("d1", 3))
+    refused = new_record("d1", 4)
+    await store.record_consumed_keys("d1", refused.key_ids, now=2.0)
+    fresh = new_record("d1", 5)
+    names = (*accepted.record.key_ids, *refused.key_ids, *fresh.key_ids)
+
+    replay = await store.intake_lookup(accepted.record.envelope_digest, names)
+    assert replay.replay_of == accepted.record.record_id
+    assert set(replay.consumed) == {*accepted.record.key_ids, *refused.key_ids}
+    (used,) = accepted.record.key_ids
+    assert replay.consumed[used].record_id == accepted.record.record_id
+    assert replay.consumed[refused.key_ids[0]].record_id is None
+    assert replay.consumed[used].device_id == "d1"
+
+    new = await store.intake_lookup(fresh.envelope_digest, fresh.key_ids)
+    assert new.replay_of is None and dict(new.consumed) == {}
+    assert (await store.intake_lookup("no-such-digest", ())).consumed == {}
+
+
 async def test_full_64_bit_sequences_are_ordered(store: Store) -> None:
     await store.accept(new_record("d1", 2**63 + 5))
     with pytest.raises(ReplayDetected):
