@@ -84,6 +84,21 @@ class NotarySettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     mqtt_host: str | None = None
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_client_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="MQTT client ID of this instance (its persistent session); default "
+        "qkd-notary-<notary_id>. Must differ between instances sharing a broker.",
+    )
+    mqtt_share_group: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^/+#]+$",
+        description="Subscribe through the shared subscription $share/<group>/... so that "
+        "several instances split the devices' messages instead of each getting all.",
+    )
     log_level: str = "INFO"
 
     @model_validator(mode="after")

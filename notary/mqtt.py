@@ -13,7 +13,19 @@ the published payload) so a device can match answers to messages::
 Delivery: the notary subscribes with QoS 1 on a persistent session (fixed client ID,
 ``clean_session=False``) and acknowledges a message only after the pipeline finished with
 it, so an envelope published while the notary is down or crashing is redelivered by the
-broker, never lost. The receipts topic is a convenience channel: anyone who can publish
+broker, never lost.
+
+Several instances: each connects with its own client ID and subscribes through the shared
+subscription ``$share/<group>/devices/+/telemetry``, so the broker hands each message to
+one member of the group. Mosquitto keeps dealing messages to a member that is away with its
+persistent session: they wait, with its unacknowledged ones, until it reconnects (tested).
+Nothing is lost, but an instance taken out for good should come back once to drain, or
+have its session removed at the broker. Sequence
+numbers must rise per device and two instances could finish one device's messages out of
+order, so this relies on a device having one message in flight at a time, as the SDK's
+:class:`~notary.sdk.transport.MQTTTransport` has (it waits for each answer).
+
+The receipts topic is a convenience channel: anyone who can publish
 there could forge an answer, so devices confirm records through the HTTP receipt or the
 chain, which is what a receipt is for.
 """
@@ -35,7 +47,7 @@ from notary.errors import NotaryError, ReplayDetected, ServiceUnavailable
 from notary.logging import log_event
 from notary.pipeline import IntakePipeline
 
-__all__ = ["RECEIPT_TOPIC", "TELEMETRY_TOPIC", "MQTTIntake", "answer_topic"]
+__all__ = ["RECEIPT_TOPIC", "TELEMETRY_TOPIC", "MQTTIntake", "answer_topic", "shared"]
 
 TELEMETRY_TOPIC = "devices/+/telemetry"
 RECEIPT_TOPIC = "devices/{device_id}/receipts"
@@ -45,6 +57,14 @@ log = logging.getLogger("notary.mqtt")
 
 def answer_topic(device_id: str) -> str:
     return RECEIPT_TOPIC.format(device_id=device_id)
+
+
+def shared(group: str) -> str:
+    """The telemetry subscription shared by the instances of ``group`` (MQTT 5 section
+    4.8.2, also honoured by Mosquitto for MQTT 3.1.1 clients)."""
+    if not group or any(c in group for c in "/+#"):
+        raise ValueError("a share group name is non-empty and has no '/', '+' or '#'")
+    return f"$share/{group}/{TELEMETRY_TOPIC}"
 
 
 class MQTTIntake:
@@ -57,6 +77,7 @@ class MQTTIntake:
         host: str,
         port: int = 1883,
         client_id: str = "qkd-notary",
+        share_group: str | None = None,
         keepalive_s: int = 30,
         retry_after_s: int = 2,
     ) -> None:
@@ -65,6 +86,7 @@ class MQTTIntake:
         self._host = host
         self._port = port
         self._keepalive = keepalive_s
+        self._subscription = TELEMETRY_TOPIC if share_group is None else shared(share_group)
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -112,9 +134,9 @@ class MQTTIntake:
         if reason_code.is_failure:
             log_event(log, logging.WARNING, "MQTT connection refused", code=str(reason_code))
             return
-        client.subscribe(TELEMETRY_TOPIC, qos=1)
+        client.subscribe(self._subscription, qos=1)
         self._connected.set()
-        log_event(log, logging.INFO, "MQTT intake subscribed", topic=TELEMETRY_TOPIC)
+        log_event(log, logging.INFO, "MQTT intake subscribed", topic=self._subscription)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         parts = message.topic.split("/")

@@ -188,7 +188,8 @@ class NotaryService:
                 self.pipeline,
                 host=self.settings.mqtt_host,
                 port=self.settings.mqtt_port,
-                client_id=f"qkd-notary-{self.settings.notary_id}",
+                client_id=self.settings.mqtt_client_id or f"qkd-notary-{self.settings.notary_id}",
+                share_group=self.settings.mqtt_share_group,
                 retry_after_s=self.settings.retry_after_s,
             )
             await self.mqtt.start()

@@ -226,9 +226,13 @@ def test_two_notaries_share_postgres_and_the_chain_but_not_keys(config: dict[str
         assert depends["kme-b"]["condition"] == "service_healthy"
         assert "chain" in service["networks"]
         assert "ports" not in service, "notaries are reached through the proxy only"
-    # MQTT intake on one instance only (one client ID per notary ID).
-    assert one["environment"]["QKD_NOTARY_MQTT_HOST"] == "mosquitto"
-    assert "QKD_NOTARY_MQTT_HOST" not in two["environment"]
+    # MQTT intake on both instances: one shared subscription, distinct sessions.
+    for instance in (one, two):
+        assert instance["environment"]["QKD_NOTARY_MQTT_HOST"] == "mosquitto"
+        assert instance["environment"]["QKD_NOTARY_MQTT_SHARE_GROUP"] == "notary"
+        assert instance["depends_on"]["mosquitto"]["condition"] == "service_healthy"
+    ids = {i["environment"]["QKD_NOTARY_MQTT_CLIENT_ID"] for i in (one, two)}
+    assert len(ids) == 2
 
 
 def test_kme_pair_forms_one_link(config: dict[str, Any]) -> None:

@@ -10,13 +10,14 @@ import hashlib
 import json
 import queue
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from notary.mqtt import MQTTIntake
+from notary.mqtt import MQTTIntake, shared
+from notary.pipeline import IntakePipeline
 from notary.service import NotaryService
 from qkd_channel.envelope import Envelope
 from tests.notary.conftest import Broker, SimDevice
@@ -142,3 +143,72 @@ async def test_envelopes_published_while_notary_offline_are_delivered_later(
     assert sorted(a["sequence"] for a in answers) == [1, 2, 3]
     assert all(a["status"] == 202 for a in answers)
     assert await service.store.outbox_depth() == 3
+
+
+class CountingPipeline:
+    """The service's pipeline, counting the envelopes one intake instance handed it."""
+
+    def __init__(self, service: NotaryService) -> None:
+        self._pipeline = service.pipeline
+        self.submitted = 0
+
+    async def submit(self, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return await self._pipeline.submit(*args, **kwargs)
+
+
+def member(
+    service: NotaryService, broker: Broker, name: str
+) -> tuple[MQTTIntake, CountingPipeline]:
+    counting = CountingPipeline(service)
+    bridge = MQTTIntake(
+        cast(IntakePipeline, counting),
+        host=broker.host,
+        port=broker.port,
+        client_id=f"qkd-notary-{name}",
+        share_group="notary",
+    )
+    return bridge, counting
+
+
+async def test_instances_in_a_share_group_split_the_messages_and_lose_none(
+    service: NotaryService, device: SimDevice, device_b: SimDevice, mosquitto: Broker
+) -> None:
+    """Two intake instances on one shared subscription: each message handled once, by one
+    of them; a member away with its persistent session loses nothing."""
+    first, first_count = member(service, mosquitto, "1")
+    second, second_count = member(service, mosquitto, "2")
+    await first.start()
+    await second.start()
+    links = {d.device_id: (d, DeviceLink(mosquitto, d.device_id)) for d in (device, device_b)}
+    try:
+        await asyncio.sleep(0.2)
+        for _ in range(4):  # one message in flight per device, as the SDK does
+            for sim, link in links.values():
+                digest = link.publish(env_bytes(sim.seal()))
+                answer = await link.answer()
+                assert (answer["status"], answer["message_digest"]) == (202, digest)
+        assert first_count.submitted + second_count.submitted == 8
+        assert first_count.submitted > 0 and second_count.submitted > 0
+        await second.stop()  # away, its session kept by the broker
+        digests = {name: link.publish(env_bytes(sim.seal())) for name, (sim, link) in links.items()}
+        await asyncio.sleep(0.5)
+        second, _ = member(service, mosquitto, "2")
+        await second.start()
+        for name, (_, link) in links.items():
+            answer = await link.answer()
+            assert (answer["status"], answer["message_digest"]) == (202, digests[name])
+            assert answer["sequence"] == 5
+    finally:
+        for _, link in links.values():
+            link.close()
+        await first.stop()
+        await second.stop()
+    assert await service.store.outbox_depth() == 10
+
+
+def test_share_group_names_cannot_change_the_topic_filter() -> None:
+    assert shared("notary") == "$share/notary/devices/+/telemetry"
+    for bad in ("", "a/b", "+", "#"):
+        with pytest.raises(ValueError):
+            shared(bad)
