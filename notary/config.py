@@ -19,6 +19,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from notary.partition import Partition
+
 __all__ = [
     "ADMIN_TOKEN_FILE",
     "POSTGRES_SCHEMES",
@@ -91,13 +93,11 @@ class NotarySettings(BaseSettings):
         description="MQTT client ID of this instance (its persistent session); default "
         "qkd-notary-<notary_id>. Must differ between instances sharing a broker.",
     )
-    mqtt_share_group: str | None = Field(
+    mqtt_partition: str | None = Field(
         default=None,
-        min_length=1,
-        max_length=64,
-        pattern=r"^[^/+#]+$",
-        description="Subscribe through the shared subscription $share/<group>/... so that "
-        "several instances split the devices' messages instead of each getting all.",
+        description="k/n: this instance handles the MQTT messages of the devices in "
+        "partition k of n (SHA-256 of the device ID mod n); the others are acknowledged "
+        "and left to their instances. Unset: all devices.",
     )
     log_level: str = "INFO"
 
@@ -106,6 +106,13 @@ class NotarySettings(BaseSettings):
         if self.store_payload_on_chain and self.anchor_mode is AnchorMode.MERKLE:
             raise ValueError("store_payload_on_chain needs anchor_mode=batch")
         return self
+
+    @field_validator("mqtt_partition")
+    @classmethod
+    def _valid_partition(cls, value: str | None) -> str | None:
+        if value is not None:
+            Partition.parse(value)
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -39,6 +39,7 @@ from notary.keysource import CoalescingKeySource, KeySource, KMEKeySource
 from notary.logging import log_event
 from notary.metrics import NotaryMetrics
 from notary.mqtt import MQTTIntake
+from notary.partition import Partition
 from notary.pipeline import IntakePipeline
 from notary.receipts import AnchorProof, Receipt, build_receipt
 from notary.storage import open_store
@@ -189,7 +190,11 @@ class NotaryService:
                 host=self.settings.mqtt_host,
                 port=self.settings.mqtt_port,
                 client_id=self.settings.mqtt_client_id or f"qkd-notary-{self.settings.notary_id}",
-                share_group=self.settings.mqtt_share_group,
+                partition=(
+                    Partition.parse(self.settings.mqtt_partition)
+                    if self.settings.mqtt_partition
+                    else None
+                ),
                 retry_after_s=self.settings.retry_after_s,
             )
             await self.mqtt.start()

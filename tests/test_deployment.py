@@ -36,6 +36,7 @@ import yaml
 from notary.chain.keystore import PASSWORD_ENV
 from notary.cli import main as notary_cli
 from notary.config import NotarySettings
+from notary.partition import Partition
 from qkd_channel.cli import main as kme_cli
 from tests.conftest import AnvilFactory, free_port
 
@@ -226,13 +227,14 @@ def test_two_notaries_share_postgres_and_the_chain_but_not_keys(config: dict[str
         assert depends["kme-b"]["condition"] == "service_healthy"
         assert "chain" in service["networks"]
         assert "ports" not in service, "notaries are reached through the proxy only"
-    # MQTT intake on both instances: one shared subscription, distinct sessions.
+    # MQTT intake on both instances: distinct sessions, complementary device partitions.
     for instance in (one, two):
         assert instance["environment"]["QKD_NOTARY_MQTT_HOST"] == "mosquitto"
-        assert instance["environment"]["QKD_NOTARY_MQTT_SHARE_GROUP"] == "notary"
         assert instance["depends_on"]["mosquitto"]["condition"] == "service_healthy"
     ids = {i["environment"]["QKD_NOTARY_MQTT_CLIENT_ID"] for i in (one, two)}
     assert len(ids) == 2
+    halves = [Partition.parse(i["environment"]["QKD_NOTARY_MQTT_PARTITION"]) for i in (one, two)]
+    assert sorted((p.index, p.count) for p in halves) == [(1, 2), (2, 2)]
 
 
 def test_kme_pair_forms_one_link(config: dict[str, Any]) -> None:

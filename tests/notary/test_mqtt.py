@@ -10,13 +10,16 @@ import hashlib
 import json
 import queue
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from notary.mqtt import MQTTIntake, shared
+from notary.config import NotarySettings
+from notary.mqtt import MQTTIntake
+from notary.partition import Partition
 from notary.pipeline import IntakePipeline
 from notary.service import NotaryService
 from qkd_channel.envelope import Envelope
@@ -158,57 +161,80 @@ class CountingPipeline:
 
 
 def member(
-    service: NotaryService, broker: Broker, name: str
+    service: NotaryService, broker: Broker, partition: str
 ) -> tuple[MQTTIntake, CountingPipeline]:
     counting = CountingPipeline(service)
     bridge = MQTTIntake(
         cast(IntakePipeline, counting),
         host=broker.host,
         port=broker.port,
-        client_id=f"qkd-notary-{name}",
-        share_group="notary",
+        client_id=f"qkd-notary-{partition.replace('/', 'of')}",
+        partition=Partition.parse(partition),
     )
     return bridge, counting
 
 
-async def test_instances_in_a_share_group_split_the_messages_and_lose_none(
+async def test_partitioned_instances_each_handle_their_own_devices_and_lose_none(
     service: NotaryService, device: SimDevice, device_b: SimDevice, mosquitto: Broker
 ) -> None:
-    """Two intake instances on one shared subscription: each message handled once, by one
-    of them; a member away with its persistent session loses nothing."""
-    first, first_count = member(service, mosquitto, "1")
-    second, second_count = member(service, mosquitto, "2")
+    """Two intake instances, partitions 1/2 and 2/2: every message is handled once, by
+    its device's instance, in order even when a device pipelines; while an instance is
+    away its devices' messages wait for it and the other's keep flowing."""
+    halves = [Partition(1, 2), Partition(2, 2)]
+    owner = {
+        d.device_id: next(p for p in halves if p.owns(d.device_id)) for d in (device, device_b)
+    }
+    assert set(owner.values()) == set(halves), "dev-a and dev-b fall in different halves"
+    first, first_count = member(service, mosquitto, "1/2")
+    second, second_count = member(service, mosquitto, "2/2")
     await first.start()
     await second.start()
     links = {d.device_id: (d, DeviceLink(mosquitto, d.device_id)) for d in (device, device_b)}
     try:
         await asyncio.sleep(0.2)
-        for _ in range(4):  # one message in flight per device, as the SDK does
-            for sim, link in links.values():
-                digest = link.publish(env_bytes(sim.seal()))
-                answer = await link.answer()
-                assert (answer["status"], answer["message_digest"]) == (202, digest)
-        assert first_count.submitted + second_count.submitted == 8
-        assert first_count.submitted > 0 and second_count.submitted > 0
-        await second.stop()  # away, its session kept by the broker
-        digests = {name: link.publish(env_bytes(sim.seal())) for name, (sim, link) in links.items()}
-        await asyncio.sleep(0.5)
-        second, _ = member(service, mosquitto, "2")
+        for sim, link in links.values():  # three messages in flight per device
+            digests = [link.publish(env_bytes(sim.seal())) for _ in range(3)]
+            answers = [await link.answer() for _ in digests]
+            assert [(a["status"], a["message_digest"], a["sequence"]) for a in answers] == [
+                (202, digest, n) for n, digest in enumerate(digests, start=1)
+            ]
+        assert (first_count.submitted, second_count.submitted) == (3, 3)
+        away = next(name for name, p in owner.items() if p == halves[1])
+        present = next(name for name, p in owner.items() if p == halves[0])
+        await second.stop()  # its session (and subscription) kept by the broker
+        later = {name: link.publish(env_bytes(sim.seal())) for name, (sim, link) in links.items()}
+        answer = await links[present][1].answer()
+        assert (answer["status"], answer["message_digest"]) == (202, later[present])
+        await asyncio.sleep(0.3)
+        assert links[away][1].answers.empty(), "the away instance's device waits for it"
+        second, second_count = member(service, mosquitto, "2/2")
         await second.start()
-        for name, (_, link) in links.items():
-            answer = await link.answer()
-            assert (answer["status"], answer["message_digest"]) == (202, digests[name])
-            assert answer["sequence"] == 5
+        answer = await links[away][1].answer()
+        assert (answer["status"], answer["message_digest"]) == (202, later[away])
+        assert answer["sequence"] == 4 and second_count.submitted == 1
     finally:
         for _, link in links.values():
             link.close()
         await first.stop()
         await second.stop()
-    assert await service.store.outbox_depth() == 10
+    assert first_count.submitted == 4
+    assert await service.store.outbox_depth() == 8
 
 
-def test_share_group_names_cannot_change_the_topic_filter() -> None:
-    assert shared("notary") == "$share/notary/devices/+/telemetry"
-    for bad in ("", "a/b", "+", "#"):
+def test_partitions_split_devices_stably() -> None:
+    halves = [Partition.parse("1/2"), Partition.parse("2/2")]
+    devices = [f"meter-{i}" for i in range(200)]
+    owners = [[p for p in halves if p.owns(d)] for d in devices]
+    assert all(len(o) == 1 for o in owners), "each device has exactly one owner"
+    assert 60 < sum(o[0] == halves[0] for o in owners) < 140
+    # SHA-256("dev-a") is even: a fixed rule, not Python's per-process hash.
+    assert halves[0].owns("dev-a") and str(halves[1]) == "2/2"
+    for bad in ("", "1", "0/2", "3/2", "a/b", "1/2/3", "-1/2"):
         with pytest.raises(ValueError):
-            shared(bad)
+            Partition.parse(bad)
+
+
+def test_a_bad_partition_setting_is_refused_at_configuration(tmp_path: Path) -> None:
+    assert NotarySettings(data_dir=tmp_path, mqtt_partition="2/3").mqtt_partition == "2/3"
+    with pytest.raises(ValueError, match="k/n"):
+        NotarySettings(data_dir=tmp_path, mqtt_partition="3/2")
