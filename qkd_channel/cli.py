@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from qkd_channel.errors import ChannelError
+
 if TYPE_CHECKING:
     from qkd_channel.kme.config import KMEConfig
     from qkd_channel.kme.link_source import SimulatedLinkSource
@@ -264,27 +266,33 @@ def _link_source(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--auth-key-file") from exc
     tls = config.tls
-    if config.end is LinkEnd.A:
-        if link_listen is None or link_peer is not None:
-            raise click.UsageError("link end A takes --link-listen (and no --link-peer)")
+    auth_state = config.data_dir / "link-auth.state"
+    try:
+        if config.end is LinkEnd.A:
+            if link_listen is None or link_peer is not None:
+                raise click.UsageError("link end A takes --link-listen (and no --link-peer)")
+            return SimulatedLinkSource(
+                config.end,
+                settings,
+                auth_key,
+                listen=_split_listen(link_listen, "--link-listen"),
+                ssl_context=server_ssl_context(tls.server_cert, tls.server_key, tls.ca),
+                auth_state=auth_state,
+            )
+        if link_peer is None or link_listen is not None:
+            raise click.UsageError("link end B takes --link-peer (and no --link-listen)")
+        peer = _split_listen(link_peer, "--link-peer")
         return SimulatedLinkSource(
             config.end,
             settings,
             auth_key,
-            listen=_split_listen(link_listen, "--link-listen"),
-            ssl_context=server_ssl_context(tls.server_cert, tls.server_key, tls.ca),
+            peer=peer,
+            ssl_context=client_ssl_context(tls.client_cert, tls.client_key, tls.ca),
+            server_hostname=peer[0],
+            auth_state=auth_state,
         )
-    if link_peer is None or link_listen is not None:
-        raise click.UsageError("link end B takes --link-peer (and no --link-listen)")
-    peer = _split_listen(link_peer, "--link-peer")
-    return SimulatedLinkSource(
-        config.end,
-        settings,
-        auth_key,
-        peer=peer,
-        ssl_context=client_ssl_context(tls.client_cert, tls.client_key, tls.ca),
-        server_hostname=peer[0],
-    )
+    except ChannelError as exc:  # the saved authentication pool refuses this key
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command("auth-key")

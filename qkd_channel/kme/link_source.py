@@ -25,8 +25,11 @@ rate (or faster, for tests and demos). Blocks are sent and processed one after a
 when post-processing is slower than the link, it sets the pace. A block the post-processing
 abandons (QBER too high, no secret key left, verification failed) is logged and skipped;
 a broken classical channel (peer gone, a message failing authentication, the
-authentication pool used up by abandoned blocks) ends the source, since the two pools can
-no longer be assumed in step; restart both ends with a fresh pre-shared key then.
+authentication pool used up by abandoned blocks) ends the source. Each end keeps its
+authentication pool on disk (:mod:`~qkd_channel.postprocessing.pool_store`), so
+restarting the KMEs resumes the link with the same pre-shared key and never reuses an
+authentication key; only a failed authentication (pools no longer in step) or an exhausted
+pool needs a fresh pre-shared key at both ends.
 
 TLS checks only that the peer holds a certificate from the link's CA; who the peer is,
 as far as the protocol's security goes, is settled by the Wegman-Carter key alone.
@@ -43,6 +46,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -71,6 +75,7 @@ from qkd_channel.postprocessing import (
     run_alice,
     run_bob,
 )
+from qkd_channel.postprocessing.pool_store import PoolStore
 
 __all__ = [
     "LAB_LINK",
@@ -149,6 +154,9 @@ class SimulatedLinkSource:
     End A gives ``listen`` (host, port) and a server ``ssl_context`` (which should demand
     the peer's client certificate); end B gives ``peer`` and a client ``ssl_context``.
     ``auth_key`` is the pre-shared Wegman-Carter key, the same bytes at both ends.
+    ``auth_state`` is where this end keeps its authentication pool between runs (see
+    :mod:`~qkd_channel.postprocessing.pool_store`): without it, a restart with the same
+    key would reuse one-time authentication keys, so only tests leave it out.
     """
 
     def __init__(
@@ -161,12 +169,17 @@ class SimulatedLinkSource:
         peer: tuple[str, int] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        auth_state: Path | None = None,
     ) -> None:
         if (end is LinkEnd.A) != (listen is not None) or (end is LinkEnd.B) != (peer is not None):
             raise ValueError("end A needs listen=(host, port), end B needs peer=(host, port)")
         self._end = end
         self._settings = settings
-        self._pool = AuthenticationKeyPool(auth_key)
+        self._pool = (
+            AuthenticationKeyPool(auth_key)
+            if auth_state is None
+            else PoolStore(auth_state).open_pool(auth_key)
+        )
         self._listen = listen
         self._peer = peer
         self._ssl = ssl_context

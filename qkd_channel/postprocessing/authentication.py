@@ -52,6 +52,8 @@ import enum
 import hmac
 import struct
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
@@ -63,6 +65,7 @@ __all__ = [
     "TAG_BYTES",
     "AuthenticatedChannel",
     "AuthenticationKeyPool",
+    "PoolState",
     "Role",
 ]
 
@@ -114,6 +117,42 @@ class _Stream:
         self.next_index = index + 1
 
 
+@dataclass(frozen=True)
+class PoolState:
+    """Everything a pool holds, to be saved and resumed (key material: keep it secret)."""
+
+    consumed: int
+    #: Per direction (Alice-to-Bob, Bob-to-Alice): nominal size, index of the first key
+    #: left, and the bytes left.
+    streams: tuple[tuple[int, int, bytes], tuple[int, int, bytes]]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "consumed": self.consumed,
+            "streams": [
+                {"capacity": capacity, "next_index": index, "buffer": buffer.hex()}
+                for capacity, index, buffer in self.streams
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, object]) -> PoolState:
+        """Parse :meth:`to_json`'s form; ``ValueError`` when it is not that."""
+        try:
+            raw = document["streams"]
+            if not isinstance(raw, list) or len(raw) != 2:
+                raise ValueError("two streams expected")
+            streams = tuple(
+                (int(s["capacity"]), int(s["next_index"]), bytes.fromhex(s["buffer"])) for s in raw
+            )
+            consumed = document["consumed"]
+            if not isinstance(consumed, int):
+                raise ValueError("consumed must be an integer")
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed pool state: {exc}") from None
+        return cls(consumed, (streams[0], streams[1]))
+
+
 class AuthenticationKeyPool:
     """The authentication key shared by the two ends, split into one stream per direction.
 
@@ -123,7 +162,11 @@ class AuthenticationKeyPool:
     the same bytes; the object is thread-safe.
     """
 
-    def __init__(self, initial_key: bytes) -> None:
+    def __init__(
+        self, initial_key: bytes, *, on_change: Callable[[PoolState], None] | None = None
+    ) -> None:
+        """``on_change`` receives the new state after every retirement or replenishment,
+        before the key involved can be used (see :mod:`.pool_store`)."""
         size = len(initial_key)
         if size == 0 or size % (2 * KEY_BYTES_PER_CHECKPOINT):
             raise ValueError("the pre-shared key must be a positive multiple of 64 bytes")
@@ -134,6 +177,41 @@ class AuthenticationKeyPool:
         }
         self._lock = threading.Lock()
         self._consumed = 0
+        self._on_change = on_change
+
+    @classmethod
+    def resume(
+        cls, state: PoolState, *, on_change: Callable[[PoolState], None] | None = None
+    ) -> AuthenticationKeyPool:
+        """The pool as :meth:`snapshot` left it."""
+        (cap_a, index_a, buf_a), (cap_b, index_b, buf_b) = state.streams
+        if len(buf_a) > cap_a or len(buf_b) > cap_b or min(index_a, index_b) < 0:
+            raise ValueError("inconsistent pool state")
+        pool = cls(bytes(2 * KEY_BYTES_PER_CHECKPOINT), on_change=on_change)
+        pool._streams = {Role.ALICE: _Stream(buf_a, cap_a), Role.BOB: _Stream(buf_b, cap_b)}
+        pool._streams[Role.ALICE].next_index = index_a
+        pool._streams[Role.BOB].next_index = index_b
+        pool._consumed = state.consumed
+        return pool
+
+    def snapshot(self) -> PoolState:
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> PoolState:
+        a, b = self._streams[Role.ALICE], self._streams[Role.BOB]
+        return PoolState(
+            self._consumed,
+            (
+                (a.capacity, a.next_index, bytes(a.buffer)),
+                (b.capacity, b.next_index, bytes(b.buffer)),
+            ),
+        )
+
+    def _changed(self) -> None:
+        """Under the lock, after a mutation: persist it before anyone can use it."""
+        if self._on_change is not None:
+            self._on_change(self._state())
 
     def checkpoints_left(self, sender: Role) -> int:
         """How many more checkpoints ``sender`` can tag before the pool runs dry."""
@@ -169,6 +247,7 @@ class AuthenticationKeyPool:
                 take = min(len(rest), stream.capacity - len(stream.buffer))
                 stream.buffer += rest[:take]
                 rest = rest[take:]
+            self._changed()
 
     def _key_for(self, sender: Role, index: int) -> bytes:
         with self._lock:
@@ -184,6 +263,8 @@ class AuthenticationKeyPool:
             before = stream.next_index
             stream.discard_through(index)
             self._consumed += (stream.next_index - before) * KEY_BYTES_PER_CHECKPOINT
+            if stream.next_index != before:
+                self._changed()
 
 
 class AuthenticatedChannel:

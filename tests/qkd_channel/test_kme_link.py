@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import AsyncGenerator, Iterator
@@ -37,6 +38,7 @@ from qkd_channel.kme.server import KMEServerThread, bind_socket
 from qkd_channel.kme.source import KeyBlock, KeySource
 from qkd_channel.kme.tls import client_ssl_context, server_ssl_context
 from qkd_channel.link import BobRecord, InterceptResend
+from qkd_channel.postprocessing.pool_store import PoolStore
 from tests.qkd_channel.conftest import KMEPair, kme_config
 from tests.qkd_channel.test_kme_cli import QKD_KME, KMEProcess, _client, _wait_ready
 
@@ -284,10 +286,43 @@ def test_qkd_kme_serve_runs_the_link_between_two_processes(tmp_path: Path) -> No
                 time.sleep(0.2)
             keys = device.enc_keys("notary", number=1)
             assert notary.dec_keys("device-1", [keys[0].key_id]) == keys
+        # Both KMEs restart with the same pre-shared key file: each resumes its saved
+        # authentication pool (no key reused), and the link produces key again.
+        a.stop()
+        b.stop()
+        blocks_before = a.log.read_text().count("link block")
+        a.start()
+        b.start()
+        _wait_ready(pki, a, "device-1")
+        _wait_ready(pki, b, "notary")
+        deadline = time.monotonic() + 40
+        while a.log.read_text().count("link block") <= blocks_before:
+            assert time.monotonic() < deadline, a.log.read_text() + b.log.read_text()
+            time.sleep(0.2)
+        with _client(pki, port_a, "device-1") as device, _client(pki, port_b, "notary") as notary:
+            keys = device.enc_keys("notary", number=1)
+            assert notary.dec_keys("device-1", [keys[0].key_id]) == keys
     finally:
         a.stop()
         b.stop()
-    assert "link block" in a.log.read_text()
+    assert "failed authentication" not in a.log.read_text() + b.log.read_text()
+    for kme in (a, b):
+        assert stat.S_IMODE((kme.data_dir / "link-auth.state").stat().st_mode) == 0o600
+
+
+def test_serve_refuses_a_pre_shared_key_it_has_replaced(kme_pki: Path, tmp_path: Path) -> None:
+    old, fresh = tmp_path / "old.key", tmp_path / "fresh.key"
+    old.write_bytes(os.urandom(128))
+    fresh.write_bytes(os.urandom(128))
+    state = PoolStore(tmp_path / "d" / "link-auth.state")
+    state.open_pool(old.read_bytes())
+    state.open_pool(fresh.read_bytes())  # the operator issued a fresh key
+    argv = ["serve", "--data-dir", str(tmp_path / "d"), "--kme-id", "kme-b", "--end", "B",
+            "--peer-id", "kme-a", "--peer", "https://127.0.0.1:9", "--pki", str(kme_pki),
+            "--auth-key-file", str(old), "--link-peer", "127.0.0.1:9"]  # fmt: skip
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 1
+    assert "already used by this link end" in result.output
 
 
 @pytest.mark.parametrize(
