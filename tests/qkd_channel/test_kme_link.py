@@ -310,6 +310,15 @@ def test_qkd_kme_serve_runs_the_link_between_two_processes(tmp_path: Path) -> No
         assert stat.S_IMODE((kme.data_dir / "link-auth.state").stat().st_mode) == 0o600
 
 
+def _serve_end_b(kme_pki: Path, data_dir: Path, key: Path) -> tuple[int, str]:
+    """``qkd-kme serve`` as link end B (peer and link unreachable): exit code, output."""
+    argv = ["serve", "--data-dir", str(data_dir), "--kme-id", "kme-b", "--end", "B",
+            "--peer-id", "kme-a", "--peer", "https://127.0.0.1:9", "--pki", str(kme_pki),
+            "--auth-key-file", str(key), "--link-peer", "127.0.0.1:9"]  # fmt: skip
+    result = CliRunner().invoke(main, argv)
+    return result.exit_code, result.output
+
+
 def test_serve_refuses_a_pre_shared_key_it_has_replaced(kme_pki: Path, tmp_path: Path) -> None:
     old, fresh = tmp_path / "old.key", tmp_path / "fresh.key"
     old.write_bytes(os.urandom(128))
@@ -317,12 +326,9 @@ def test_serve_refuses_a_pre_shared_key_it_has_replaced(kme_pki: Path, tmp_path:
     state = PoolStore(tmp_path / "d" / "link-auth.state")
     state.open_pool(old.read_bytes())
     state.open_pool(fresh.read_bytes())  # the operator issued a fresh key
-    argv = ["serve", "--data-dir", str(tmp_path / "d"), "--kme-id", "kme-b", "--end", "B",
-            "--peer-id", "kme-a", "--peer", "https://127.0.0.1:9", "--pki", str(kme_pki),
-            "--auth-key-file", str(old), "--link-peer", "127.0.0.1:9"]  # fmt: skip
-    result = CliRunner().invoke(main, argv)
-    assert result.exit_code == 1
-    assert "already used by this link end" in result.output
+    code, output = _serve_end_b(kme_pki, tmp_path / "d", old)
+    assert code == 1
+    assert "already used by this link end" in output
 
 
 @pytest.mark.parametrize(
@@ -350,9 +356,6 @@ def test_serve_rejects_an_inconsistent_link(
 def test_serve_rejects_a_short_auth_key(kme_pki: Path, tmp_path: Path) -> None:
     key = tmp_path / "auth.key"
     key.write_bytes(os.urandom(100))
-    argv = ["serve", "--data-dir", str(tmp_path / "d"), "--kme-id", "kme-b", "--end", "B",
-            "--peer-id", "kme-a", "--peer", "https://127.0.0.1:9", "--pki", str(kme_pki),
-            "--auth-key-file", str(key), "--link-peer", "127.0.0.1:9"]  # fmt: skip
-    result = CliRunner().invoke(main, argv)
-    assert result.exit_code == 2
-    assert "multiple of 64" in result.output
+    code, output = _serve_end_b(kme_pki, tmp_path / "d", key)
+    assert code == 2
+    assert "multiple of 64" in output
