@@ -135,11 +135,13 @@ class KMEProtocolError(KMEError):
 
 
 class KeyStoreError(KMEError):
-    """The key buffer refused an operation; ``reason`` is a short machine-readable label."""
+    """The key buffer refused an operation; ``reason`` is a short machine-readable label,
+    ``details`` more of it for the peer KME (block IDs; never key material)."""
 
-    def __init__(self, message: str, *, reason: str) -> None:
+    def __init__(self, message: str, *, reason: str, details: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.details = dict(details or {})
 
 
 class LinkParameterError(QKDError, ValueError):

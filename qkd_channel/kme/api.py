@@ -102,7 +102,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(KeyStoreError)
     async def _conflict(_: Request, exc: KeyStoreError) -> JSONResponse:
-        return _error(409, str(exc), [{"reason": exc.reason}])
+        return _error(409, str(exc), [{"reason": exc.reason, **exc.details}])
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(_: Request, exc: RequestValidationError) -> JSONResponse:

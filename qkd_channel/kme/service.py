@@ -242,9 +242,26 @@ class KeyManager:
         if result.status_code == 400 and error is not None:
             raise KMERequestRejected(f"peer KME refused: {error.message}", error.details)
         if reason == "unknown_block":
+            await self._forget_block_the_peer_lost(error.details if error else [])
             raise await self._unavailable("key material not yet synchronised with the peer KME")
         log.error("peer KME refused an allocation (HTTP %s, %s)", result.status_code, reason)
         raise await self._unavailable("peer KME refused the key allocation")
+
+    async def _forget_block_the_peer_lost(self, details: list[dict[str, Any]]) -> None:
+        """After ``unknown_block``: drop the block here if the peer has moved past it."""
+        detail = details[0] if details else {}
+        lost, newest = detail.get("block_id"), detail.get("newest_block")
+        if not (isinstance(lost, str) and isinstance(newest, str)):
+            return
+        dropped = await _in_thread(self.store.drop_block_lost_by_peer, lost, newest)
+        if dropped:
+            log.warning(
+                "link block %s never reached the peer KME, which holds the later block %s; "
+                "dropped its %d unused bits",
+                lost,
+                newest,
+                dropped,
+            )
 
     async def _unavailable(
         self, message: str, *, requested_bits: int | None = None

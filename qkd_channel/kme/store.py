@@ -334,6 +334,32 @@ class KeyStore:
                     (row.seq, row.block_id, row.half, row.start, row.material),
                 )
 
+    def drop_block_lost_by_peer(self, block_id: str, peer_newest_block: str) -> int:
+        """Drop what is left of ``block_id`` here if the peer can never hold it; return
+        the bits dropped (0: keep waiting for it).
+
+        Both ends add the link's blocks in the same order, so a peer that holds a block
+        this end added *after* ``block_id`` but not ``block_id`` itself lost it for good
+        (its KME stopped between the block's end and its storage, or the block's final
+        authentication reached only this end). Allocations from the block would be refused
+        forever, so its remaining bits, which nobody has used, are deleted at this end.
+        """
+        with self._lock, self._transaction():
+            order = dict(
+                self._db.execute(
+                    "SELECT block_id, rowid FROM blocks WHERE block_id IN (?, ?)",
+                    (block_id, peer_newest_block),
+                ).fetchall()
+            )
+            if len(order) != 2 or order[peer_newest_block] <= order[block_id]:
+                return 0
+            (left,) = self._db.execute(
+                "SELECT COALESCE(SUM(length(material)), 0) FROM pool WHERE block_id = ?",
+                (block_id,),
+            ).fetchone()
+            self._db.execute("DELETE FROM pool WHERE block_id = ?", (block_id,))
+        return 8 * int(left)
+
     # -- peer side: allocations made by the other end -------------------------------------
 
     def apply_peer_allocations(self, allocations: Sequence[KeyAllocation]) -> None:
@@ -375,7 +401,15 @@ class KeyStore:
                 "SELECT 1 FROM blocks WHERE block_id = ?", (segment.block_id,)
             ).fetchone()
             if known is None:
-                raise KeyStoreError("block not received yet", reason="unknown_block")
+                newest = self._db.execute(
+                    "SELECT block_id FROM blocks ORDER BY rowid DESC LIMIT 1"
+                ).fetchone()
+                details = {"block_id": segment.block_id}
+                if newest is not None:
+                    details["newest_block"] = newest[0]
+                raise KeyStoreError(
+                    "block not received yet", reason="unknown_block", details=details
+                )
             raise KeyStoreError("block half already used up", reason="conflict")
         seq, start, material = row
         skip = segment.offset - start

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import secrets
 import socket
 import ssl
 import uuid
@@ -65,6 +66,23 @@ def test_key_agreement_enc_on_a_dec_on_b(kme_pair: KMEPair) -> None:
         # The device's keys are the start of A's half of the first block.
         assert b"".join(k.material for k in keys) == materials[0][:192]
         assert notary.dec_keys("device-1", [k.key_id for k in keys]) == keys
+
+
+def test_a_block_the_peer_kme_lost_stalls_allocation_once(
+    kme_pair: KMEPair, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A link block that reached only KME A (B stopped before storing it) is dropped by A
+    as soon as B proves it moved past it, instead of refusing every enc_keys forever."""
+    with kme_pair.store("a") as store:
+        store.add_block("blk-lost", secrets.token_bytes(1024))
+    materials = kme_pair.feed(blocks=1, nbytes=1024)
+    with kme_pair.client("a", "device-1") as device, kme_pair.client("b", "notary") as notary:
+        with caplog.at_level(logging.WARNING), pytest.raises(KMEUnavailable):
+            device.enc_keys("notary", number=1, size=256)
+        assert "never reached the peer KME" in caplog.text
+        keys = device.enc_keys("notary", number=1, size=256)
+        assert keys[0].material == materials[0][:32]
+        assert notary.dec_keys("device-1", [keys[0].key_id]) == keys
 
 
 def test_get_forms_of_enc_keys_and_dec_keys(kme_pair: KMEPair) -> None:

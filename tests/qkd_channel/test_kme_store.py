@@ -122,6 +122,36 @@ def test_peer_reports_unknown_block_without_recording(tmp_path: Path) -> None:
     assert b.held_key_ids() == []
 
 
+def test_a_block_the_peer_lost_is_dropped_once_the_peer_has_a_later_one(tmp_path: Path) -> None:
+    a, b = _pair(tmp_path)
+    a.add_block("blk-lost", secrets.token_bytes(64))  # B stopped before storing it
+    later = secrets.token_bytes(64)
+    _feed((a, b), "blk-later", later)
+    reservation = a.reserve("dev", ["notary"], [64])
+    with pytest.raises(KeyStoreError) as info:
+        b.apply_peer_allocations(reservation.allocations)
+    assert info.value.details == {"block_id": "blk-lost", "newest_block": "blk-later"}
+    a.release(reservation)
+    assert a.drop_block_lost_by_peer("blk-lost", "blk-later") == 512  # both halves
+    retry = a.reserve("dev", ["notary"], [64])
+    b.apply_peer_allocations(retry.allocations)
+    assert retry.keys[0].material == later[:8]
+
+
+def test_a_block_still_on_its_way_is_kept(tmp_path: Path) -> None:
+    a, b = _pair(tmp_path)
+    _feed((a, b), "blk-1", secrets.token_bytes(64))
+    a.reserve("dev", ["notary"], [256])  # A's half of blk-1 used up
+    a.add_block("blk-2", secrets.token_bytes(64))  # not at B yet
+    with pytest.raises(KeyStoreError) as info:
+        b.apply_peer_allocations(a.reserve("dev", ["notary"], [64]).allocations)
+    assert info.value.details["newest_block"] == "blk-1"
+    assert a.drop_block_lost_by_peer("blk-2", "blk-1") == 0
+    assert a.drop_block_lost_by_peer("blk-2", "blk-unknown") == 0
+    # blk-1's B half, and blk-2 whole but for the 64 bits the refused reservation carved.
+    assert a.available_bits() == 256 + 192 + 256
+
+
 def test_bits_burned_by_the_owner_are_dropped_by_the_peer(tmp_path: Path) -> None:
     a, b = _pair(tmp_path)
     material = secrets.token_bytes(64)
