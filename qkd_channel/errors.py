@@ -20,6 +20,7 @@ No exception text ever contains key material.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationFailed",
     "AuthenticationKeyExhausted",
     "ChannelError",
     "EnvelopeRejected",
@@ -149,6 +150,11 @@ class LinkParameterError(QKDError, ValueError):
 
     Also a ``ValueError``, so callers validating user input can catch the builtin kind.
     """
+
+
+class AuthenticationFailed(ChannelError):
+    """A classical message or checkpoint failed Wegman-Carter authentication: tampering,
+    or two ends whose authentication pools are no longer in step."""
 
 
 class AuthenticationKeyExhausted(ChannelError):

@@ -23,13 +23,14 @@ holds its key back until then, and B cannot run ahead of A), where ``duration_s`
 long the link needs to send the block's pulses, so a KME fills its buffer at the link's
 rate (or faster, for tests and demos). Blocks are sent and processed one after another:
 when post-processing is slower than the link, it sets the pace. A block the post-processing
-abandons (QBER too high, no secret key left, verification failed) is logged and skipped;
-a broken classical channel (peer gone, a message failing authentication, the
-authentication pool used up by abandoned blocks) ends the source. Each end keeps its
-authentication pool on disk (:mod:`~qkd_channel.postprocessing.pool_store`), so
-restarting the KMEs resumes the link with the same pre-shared key and never reuses an
-authentication key; only a failed authentication (pools no longer in step) or an exhausted
-pool needs a fresh pre-shared key at both ends.
+abandons (QBER too high, no secret key left, verification failed) is logged and skipped.
+A lost connection or a message failing authentication abandons the run in progress (no
+key from it) and the ends connect again, with backoff, continuing the same authentication
+pool: a key retired by one end but never seen by the other is skipped, never reused.
+Each end keeps that pool on disk (:mod:`~qkd_channel.postprocessing.pool_store`), so
+restarting the KMEs resumes the link with the same pre-shared key too. Only an exhausted
+pool ends the source (an attacker who keeps corrupting runs, or two pools whose contents
+no longer match, gets there): then both ends need a fresh pre-shared key.
 
 TLS checks only that the peer holds a certificate from the link's CA; who the peer is,
 as far as the protocol's security goes, is settled by the Wegman-Carter key alone.
@@ -51,7 +52,12 @@ from typing import TypeVar
 
 import numpy as np
 
-from qkd_channel.errors import ChannelError, LinkAborted
+from qkd_channel.errors import (
+    AuthenticationFailed,
+    AuthenticationKeyExhausted,
+    ChannelError,
+    LinkAborted,
+)
 from qkd_channel.kme.config import LinkEnd
 from qkd_channel.kme.source import KeyBlock
 from qkd_channel.link import (
@@ -98,6 +104,8 @@ _HEADER = struct.Struct(">4sQ")
 _HELLO = {b"quantum": "quantum", b"classical": "classical"}
 _R = TypeVar("_R", AliceRecord, BobRecord)
 _POLL = 0.5  # seconds between checks for shutdown while waiting for the peer
+_RECONNECT_MIN_S = 0.5  # first wait before reconnecting a lost link; doubles up to the max
+_RECONNECT_MAX_S = 30.0
 
 
 def encode_bob_record(record: BobRecord) -> bytes:
@@ -190,48 +198,73 @@ class SimulatedLinkSource:
         self._stop = threading.Event()
         self._channels: list[TCPChannel] = []
         self._listener: TCPListener | None = None
+        self._exhausted = False
 
     async def blocks(self) -> AsyncIterator[KeyBlock]:
         """Connect to the peer end, then yield each block both ends agreed on, until the
-        link breaks or the consumer stops. One run per instance: the authentication pool
-        it consumed cannot be rewound."""
+        consumer stops or the authentication pool runs dry. A lost connection (or a failed
+        authentication: an abandoned run) is retried with backoff on fresh connections;
+        the pool carries on, so no authentication key is used twice. One run per
+        instance."""
         if self._stop.is_set():
             raise RuntimeError("this link source has already run")
         try:
             if self._end is LinkEnd.A:
                 assert self._listen is not None
                 self._listener = TCPListener(*self._listen, ssl_context=self._ssl)
-            try:
-                quantum, classical = await asyncio.to_thread(self._connect)
-            except ChannelError as exc:
-                log.error("cannot open the link to the peer (%s)", exc)
-                return
-            channel = AuthenticatedChannel(
-                classical, self._pool, Role.ALICE if self._end is LinkEnd.A else Role.BOB
-            )
-            run_block = self._alice_block if self._end is LinkEnd.A else self._bob_block
-            while True:
-                started = time.monotonic()
+            delay = _RECONNECT_MIN_S
+            while not self._stop.is_set():
                 try:
-                    result, pace = await asyncio.to_thread(run_block, quantum, channel)
-                except ChannelError as exc:
-                    # Broken, forged, or out of authentication key: the two pools can no
-                    # longer be assumed in step, so the source ends here.
-                    log.error("link stopped (%s); no more key from it", exc)
+                    quantum, classical = await asyncio.to_thread(self._connect)
+                except ChannelError as exc:  # only when stopped meanwhile
+                    log.info("link not connected (%s)", exc)
                     return
-                # A block's key cannot exist before the link has sent its last pulse.
-                await asyncio.sleep(max(0.0, pace - (time.monotonic() - started)))
-                if result is not None and result.key:
-                    log.info(
-                        "link block %s: QBER %.4f, %d secret bits, %d delivered",
-                        result.stats.block_id,
-                        result.stats.qber,
-                        result.stats.secret_bits,
-                        result.stats.delivered_bits,
-                    )
-                    yield KeyBlock(str(result.stats.block_id), result.key)
+                async for block in self._session(quantum, classical):
+                    delay = _RECONNECT_MIN_S
+                    yield block
+                self._close_channels()
+                if self._stop.is_set() or self._exhausted:
+                    return
+                log.info("reconnecting the link in %.1f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, _RECONNECT_MAX_S)
         finally:
             self._close()
+
+    async def _session(self, quantum: TCPChannel, classical: TCPChannel) -> AsyncIterator[KeyBlock]:
+        """Blocks over one pair of connections, until they fail."""
+        channel = AuthenticatedChannel(
+            classical, self._pool, Role.ALICE if self._end is LinkEnd.A else Role.BOB
+        )
+        run_block = self._alice_block if self._end is LinkEnd.A else self._bob_block
+        while True:
+            started = time.monotonic()
+            try:
+                result, pace = await asyncio.to_thread(run_block, quantum, channel)
+            except AuthenticationKeyExhausted as exc:
+                log.error("link stopped (%s); a fresh pre-shared key is needed", exc)
+                self._exhausted = True
+                return
+            except AuthenticationFailed as exc:
+                # Tampering, or pools out of step: the run is abandoned (its raw key never
+                # released); retrying burns pool keys, so a persistent cause ends in
+                # exhaustion, never in reuse.
+                log.error("link message failed authentication (%s); run abandoned", exc)
+                return
+            except ChannelError as exc:
+                log.warning("link connection lost (%s)", exc)
+                return
+            # A block's key cannot exist before the link has sent its last pulse.
+            await asyncio.sleep(max(0.0, pace - (time.monotonic() - started)))
+            if result is not None and result.key:
+                log.info(
+                    "link block %s: QBER %.4f, %d secret bits, %d delivered",
+                    result.stats.block_id,
+                    result.stats.qber,
+                    result.stats.secret_bits,
+                    result.stats.delivered_bits,
+                )
+                yield KeyBlock(str(result.stats.block_id), result.key)
 
     def _connect(self) -> tuple[TCPChannel, TCPChannel]:
         """Open (end B) or accept (end A) the quantum and the classical connection."""
@@ -299,11 +332,15 @@ class SimulatedLinkSource:
         record = decode_bob_record(quantum.receive())
         return _abandon_aborted(run_bob, channel, record, self._config), 0.0
 
+    def _close_channels(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self._channels.clear()
+
     def _close(self) -> None:
         """Unblock and release everything (also wakes a worker thread stuck in receive)."""
         self._stop.set()
-        for channel in self._channels:
-            channel.close()
+        self._close_channels()
         if self._listener is not None:
             self._listener.close()
 

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from qkd_channel.errors import AuthenticationKeyExhausted, ChannelError
+from qkd_channel.errors import AuthenticationFailed, AuthenticationKeyExhausted, ChannelError
 from qkd_channel.postprocessing.channel import ClassicalChannel
 
 __all__ = [
@@ -101,7 +101,7 @@ class _Stream:
     def key_at(self, index: int) -> bytes:
         offset = (index - self.next_index) * KEY_BYTES_PER_CHECKPOINT
         if offset < 0:
-            raise ChannelError("authentication key already used")
+            raise AuthenticationFailed("authentication key already used")
         if offset + KEY_BYTES_PER_CHECKPOINT > len(self.buffer):
             raise AuthenticationKeyExhausted("authentication key pool exhausted")
         return bytes(self.buffer[offset : offset + KEY_BYTES_PER_CHECKPOINT])
@@ -311,11 +311,11 @@ class AuthenticatedChannel:
             self._check_usable()
             if frame[:1] != _DATA or len(frame) < 1 + _COUNTER.size:
                 self._broken = True
-                raise ChannelError("message failed authentication")
+                raise AuthenticationFailed("message failed authentication")
             (counter,) = _COUNTER.unpack_from(frame, 1)
             if counter != len(self._received):
                 self._broken = True
-                raise ChannelError("message failed authentication")
+                raise AuthenticationFailed("message failed authentication")
             self._received.append(frame[1:])
             return frame[1 + _COUNTER.size :]
 
@@ -364,7 +364,7 @@ class AuthenticatedChannel:
     def _verify_checkpoint(self, frame: bytes) -> None:
         sender = self._role.peer
         if len(frame) != 1 + 2 * _COUNTER.size + TAG_BYTES or frame[:1] != _CHECKPOINT:
-            raise ChannelError("message failed authentication")
+            raise AuthenticationFailed("message failed authentication")
         (index,) = _COUNTER.unpack_from(frame, 1)
         (count,) = _COUNTER.unpack_from(frame, 1 + _COUNTER.size)
         tag = frame[-TAG_BYTES:]
@@ -372,14 +372,14 @@ class AuthenticatedChannel:
         # through; skipping forward is safe because the tag is checked before anything is
         # discarded, and an old index is refused outright (no key is ever used twice).
         if index < self._pool._next_index(sender) or count != len(self._received):
-            raise ChannelError("message failed authentication")
+            raise AuthenticationFailed("message failed authentication")
         try:
             key = self._pool._key_for(sender, index)
         except ChannelError:
-            raise ChannelError("message failed authentication") from None
+            raise AuthenticationFailed("message failed authentication") from None
         expected = _transcript_tag(key, sender, index, self._received)
         if not hmac.compare_digest(expected, tag):
-            raise ChannelError("message failed authentication")
+            raise AuthenticationFailed("message failed authentication")
         self._pool._retire(sender, index)
 
 
