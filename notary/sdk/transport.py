@@ -20,8 +20,6 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +34,7 @@ from notary.sdk.core import Answer
 from notary.sdk.errors import DeliveryError
 from notary.sdk.queue import QueuedEnvelope
 from qkd_channel import boundedjson
+from qkd_channel.http_reply import HTTPReply
 
 __all__ = [
     "IDLE_CLOSE_S",
@@ -80,20 +79,7 @@ class AsyncTransport(Protocol):
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
-@dataclass(frozen=True)
-class _Reply:
-    """What both HTTP transports hand to the answer readers: status, headers, body."""
-
-    status_code: int
-    headers: Mapping[str, str]
-    content: bytes
-
-    @classmethod
-    def of(cls, response: httpx.Response) -> _Reply:
-        return cls(response.status_code, response.headers, response.content)
-
-
-def _http_answer(response: _Reply) -> Answer:
+def _http_answer(response: HTTPReply) -> Answer:
     try:
         body = boundedjson.loads(response.content) if response.content else {}
     except ValueError:
@@ -119,7 +105,7 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _receipt(response: _Reply, record_id: str) -> Receipt | None:
+def _receipt(response: HTTPReply, record_id: str) -> Receipt | None:
     if response.status_code == 404:
         raise RecordNotFound(f"the notary has no record {record_id}")
     if response.status_code != 200:
@@ -138,14 +124,14 @@ class HTTPTransport:
             response = self._http.post("/v1/telemetry", content=item.body(), headers=_JSON)
         except httpx.TransportError:
             return Answer(0)
-        return _http_answer(_Reply.of(response))
+        return _http_answer(HTTPReply.of(response))
 
     def fetch_receipt(self, record_id: str) -> Receipt | None:
         try:
             response = self._http.get(f"/v1/records/{record_id}")
         except httpx.TransportError:
             return None
-        return _receipt(_Reply.of(response), record_id)
+        return _receipt(HTTPReply.of(response), record_id)
 
     def close(self) -> None:
         self._http.close()
@@ -212,7 +198,7 @@ class AsyncHTTPTransport:
             )
         return self._session
 
-    async def _request(self, method: str, path: str, body: bytes | None = None) -> _Reply | None:
+    async def _request(self, method: str, path: str, body: bytes | None = None) -> HTTPReply | None:
         """The answer, or ``None`` if none arrived (refused, reset, timed out)."""
         http = self._http()
         headers = _JSON if body is not None else None
@@ -220,7 +206,7 @@ class AsyncHTTPTransport:
             async with http.request(
                 method, self._base_url + path, data=body, headers=headers
             ) as reply:
-                return _Reply(reply.status, reply.headers, await reply.read())
+                return HTTPReply(reply.status, reply.headers, await reply.read())
         except (TimeoutError, aiohttp.ClientError):
             return None
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +35,7 @@ from qkd_channel.errors import (
     KMEUnauthorized,
     KMEUnavailable,
 )
+from qkd_channel.http_reply import HTTPReply
 from qkd_channel.keys import QKDKey
 from qkd_channel.kme.schemas import ErrorBody, KeyContainer, Status
 from qkd_channel.kme.tls import client_ssl_context
@@ -66,20 +67,7 @@ class KeyStatus:
     max_sae_id_count: int
 
 
-@dataclass(frozen=True)
-class _Reply:
-    """What both transports hand to the answer readers: status, headers, body."""
-
-    status_code: int
-    headers: Mapping[str, str]
-    content: bytes
-
-    @classmethod
-    def of(cls, response: httpx.Response) -> _Reply:
-        return cls(response.status_code, response.headers, response.content)
-
-
-def _status(response: _Reply) -> KeyStatus:
+def _status(response: HTTPReply) -> KeyStatus:
     s = _parse(Status, _checked(response))
     return KeyStatus(
         source_kme_id=s.source_KME_ID,
@@ -96,7 +84,9 @@ def _status(response: _Reply) -> KeyStatus:
     )
 
 
-def _keys(response: _Reply, expected: int, expected_ids: list[str] | None = None) -> list[QKDKey]:
+def _keys(
+    response: HTTPReply, expected: int, expected_ids: list[str] | None = None
+) -> list[QKDKey]:
     container = _parse(KeyContainer, _checked(response))
     try:
         keys = [
@@ -123,14 +113,14 @@ def _canonical_key_id(key_id: str) -> str:
         return key_id
 
 
-def _parse(model: type[Any], response: _Reply) -> Any:
+def _parse(model: type[Any], response: HTTPReply) -> Any:
     try:
         return model.model_validate_json(response.content)
     except ValidationError:
         raise KMEProtocolError(f"KME answer is not a valid {model.__name__}") from None
 
 
-def _checked(response: _Reply) -> _Reply:
+def _checked(response: HTTPReply) -> HTTPReply:
     """Return a 200 answer; raise the matching ``KMEError`` for anything else."""
     code = response.status_code
     if code == 200:
@@ -189,9 +179,9 @@ class KMEClient:
         context = client_ssl_context(Path(cert), Path(key), Path(ca))
         self._http = httpx.Client(base_url=base_url, verify=context, timeout=timeout)
 
-    def _send(self, method: str, url: str, json: dict[str, object] | None = None) -> _Reply:
+    def _send(self, method: str, url: str, json: dict[str, object] | None = None) -> HTTPReply:
         try:
-            return _Reply.of(self._http.request(method, url, json=json))
+            return HTTPReply.of(self._http.request(method, url, json=json))
         except httpx.HTTPError as exc:
             raise _unreachable(exc) from exc
 
@@ -265,10 +255,12 @@ class AsyncKMEClient:
             )
         return self._session
 
-    async def _send(self, method: str, url: str, json: dict[str, object] | None = None) -> _Reply:
+    async def _send(
+        self, method: str, url: str, json: dict[str, object] | None = None
+    ) -> HTTPReply:
         try:
             async with self._http().request(method, self._base_url + url, json=json) as reply:
-                return _Reply(reply.status, reply.headers, await reply.read())
+                return HTTPReply(reply.status, reply.headers, await reply.read())
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _unreachable(exc) from exc
 
