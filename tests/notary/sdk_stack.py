@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +167,21 @@ def start_stack(
         batch_max_latency_s=0.2,
     )
     return Stack(root, pki, kmes, settings)
+
+
+@contextmanager
+def running_stack(root: Path, pki: Path, *, devices: int = 0, **options: Any) -> Iterator[Stack]:
+    """:func:`start_stack` (``options`` passed on), closed on exit; with ``devices``, also
+    the notary and devices ``dev-0``... (SAEs ``sae-0``...) registered."""
+    stack = start_stack(root, pki, **options)
+    try:
+        if devices:
+            stack.start_notary()
+            for index in range(devices):
+                stack.register(f"dev-{index}", f"sae-{index}")
+        yield stack
+    finally:
+        stack.close()
 
 
 class NotaryProcess:

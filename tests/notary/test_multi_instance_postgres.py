@@ -45,7 +45,7 @@ from tests.notary.sdk_stack import (
     init_on_node,
     make_pki,
     record_stored_counts,
-    start_stack,
+    running_stack,
 )
 
 PASSWORD = "multi-instance"
@@ -61,11 +61,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def stack(pki: Path, tmp_path: Path) -> Iterator[Stack]:
-    s = start_stack(tmp_path, pki, limits=KeyLimits(buffer_bits=4_000_000), blocks=32)
-    try:
+    with running_stack(tmp_path, pki, limits=KeyLimits(buffer_bits=4_000_000), blocks=32) as s:
         yield s
-    finally:
-        s.close()
 
 
 @dataclass

@@ -25,7 +25,7 @@ from tests.notary.sdk_stack import (
     init_on_node,
     make_pki,
     record_stored_counts,
-    start_stack,
+    running_stack,
 )
 
 PASSWORD = "reliability"
@@ -40,11 +40,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def stack(pki: Path, tmp_path: Path) -> Iterator[Stack]:
-    s = start_stack(tmp_path, pki, blocks=16)
-    try:
+    with running_stack(tmp_path, pki, blocks=16) as s:
         yield s
-    finally:
-        s.close()
 
 
 async def fleet(

@@ -40,7 +40,7 @@ from notary.telemetry import record_id
 from qkd_channel.envelope import Mode, keys_needed
 from qkd_channel.keys import QKDKey
 from qkd_channel.kme.config import KeyLimits
-from tests.notary.sdk_stack import FIRMWARE, NOTARY_SAE, Stack, make_pki, start_stack
+from tests.notary.sdk_stack import FIRMWARE, NOTARY_SAE, Stack, make_pki, running_stack
 
 FAST = RetryPolicy(initial_s=0.05, max_s=0.2, deadline_s=1.0)
 
@@ -52,14 +52,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def stack(pki: Path, tmp_path: Path) -> Iterator[Stack]:
-    s = start_stack(tmp_path, pki)
-    try:
-        s.start_notary()
-        s.register("dev-0", "sae-0")
-        s.register("dev-1", "sae-1")
+    with running_stack(tmp_path, pki, devices=2) as s:
         yield s
-    finally:
-        s.close()
 
 
 def client(stack: Stack, tmp_path: Path, **kwargs: object) -> DeviceClient:
@@ -104,15 +98,10 @@ def test_payload_above_the_kme_max_key_size_is_sealed_with_several_keys(
     pki: Path, tmp_path: Path
 ) -> None:
     limits = KeyLimits(key_size=256, min_key_size=64, max_key_size=1024, buffer_bits=400_000)
-    s = start_stack(tmp_path, pki, limits=limits)
-    try:
-        s.start_notary()
-        s.register("dev-0", "sae-0")
+    with running_stack(tmp_path, pki, devices=1, limits=limits) as s:
         with client(s, tmp_path) as dev:
             ack = dev.send({"samples": list(range(150))})
         receipt = httpx.get(f"{s.notary_url}/v1/records/{ack.record_id}").json()
-    finally:
-        s.close()
     needed = keys_needed(Mode.OTP, len(build_document(FIRMWARE, {"samples": list(range(150))})))
     assert needed * 8 > 1024
     assert len(receipt["key_ids"]) == -(-needed * 8 // 1024)

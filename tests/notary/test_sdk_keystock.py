@@ -25,7 +25,7 @@ from qkd_channel.envelope import Mode, keys_needed
 from qkd_channel.keys import QKDKey
 from qkd_channel.kme.certs import sae_paths
 from qkd_channel.kme.client import KMEClient
-from tests.notary.sdk_stack import FIRMWARE, NOTARY_SAE, Stack, make_pki, start_stack
+from tests.notary.sdk_stack import FIRMWARE, NOTARY_SAE, Stack, make_pki, running_stack
 from tests.notary.test_sdk import FAST
 
 PLAN = KeyPlan(min_key_size=64, max_key_size=8 * 1024, max_key_per_request=16)
@@ -130,14 +130,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def stack(pki: Path, tmp_path: Path) -> Iterator[Stack]:
-    s = start_stack(tmp_path, pki)
-    try:
-        s.start_notary()
-        s.register("dev-0", "sae-0")
-        s.register("dev-1", "sae-1")
+    with running_stack(tmp_path, pki, devices=2) as s:
         yield s
-    finally:
-        s.close()
 
 
 def counting_kme(stack: Stack, sae_id: str) -> CountingKME:

@@ -22,7 +22,7 @@ from notary.sdk.core import build_document, seal_item
 from notary.sdk.transport import tls_context
 from qkd_channel.envelope import Mode, keys_needed
 from qkd_channel.kme.certs import kme_server_paths, sae_paths
-from tests.notary.sdk_stack import FIRMWARE, NOTARY_SAE, Stack, free_port, make_pki, start_stack
+from tests.notary.sdk_stack import FIRMWARE, NOTARY_SAE, Stack, free_port, make_pki, running_stack
 from tests.notary.test_sdk import FAST
 
 
@@ -33,11 +33,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def stack(pki: Path, tmp_path: Path) -> Iterator[Stack]:
-    s = start_stack(tmp_path, pki)
-    try:
+    with running_stack(tmp_path, pki) as s:
         yield s
-    finally:
-        s.close()
 
 
 def mtls_notary(stack: Stack) -> None:
