@@ -309,6 +309,15 @@ class PostgresStore:
     async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         return await self._run(fn, write=True)
 
+    async def _select(self, sql: str, params: Sequence[Any], row: Callable[[Row], T]) -> list[T]:
+        """Every row of one read-only query, each turned into ``row(...)``."""
+
+        async def query(conn: Conn) -> list[T]:
+            cursor = await conn.execute(sql, params)
+            return [row(r) for r in await cursor.fetchall()]
+
+        return await self._read(query)
+
     async def aclose(self) -> None:
         if self._closed:
             return
@@ -419,11 +428,9 @@ class PostgresStore:
         return await self._read(lambda conn: _fetch_device(conn, device_id))
 
     async def list_devices(self) -> list[DeviceRow]:
-        async def query(conn: Conn) -> list[DeviceRow]:
-            cursor = await conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY device_id")
-            return [_device(row) for row in await cursor.fetchall()]
-
-        return await self._read(query)
+        return await self._select(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY device_id", (), _device
+        )
 
     async def approve_digest(self, device_id: str, digest: str, *, now: float) -> DeviceRow:
         async def job(conn: Conn) -> DeviceRow:
@@ -461,26 +468,19 @@ class PostgresStore:
         return await self._write(job)
 
     async def device_events(self, device_id: str) -> list[DeviceEvent]:
-        async def query(conn: Conn) -> list[DeviceEvent]:
-            cursor = await conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM device_events WHERE device_id = %s"
-                " ORDER BY event_id",
-                (device_id,),
-            )
-            return [_event(row) for row in await cursor.fetchall()]
-
-        return await self._read(query)
+        return await self._select(
+            f"SELECT {_EVENT_COLUMNS} FROM device_events WHERE device_id = %s ORDER BY event_id",
+            (device_id,),
+            _event,
+        )
 
     async def pending_device_events(self, limit: int) -> list[DeviceEvent]:
-        async def query(conn: Conn) -> list[DeviceEvent]:
-            cursor = await conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM device_events WHERE chain_tx_hash IS NULL"
-                " ORDER BY event_id LIMIT %s",
-                (limit,),
-            )
-            return [_event(row) for row in await cursor.fetchall()]
-
-        return await self._read(query)
+        return await self._select(
+            f"SELECT {_EVENT_COLUMNS} FROM device_events WHERE chain_tx_hash IS NULL"
+            " ORDER BY event_id LIMIT %s",
+            (limit,),
+            _event,
+        )
 
     async def mark_event_mirrored(self, event_id: int, tx_hash: str) -> None:
         async def job(conn: Conn) -> None:
@@ -631,44 +631,35 @@ class PostgresStore:
         return await self._read(query)
 
     async def pending_records(self, limit: int) -> list[RecordRow]:
-        async def query(conn: Conn) -> list[RecordRow]:
-            cursor = await conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM records WHERE status = 'accepted'"
-                " ORDER BY position LIMIT %s",
-                (limit,),
-            )
-            return [_record(row) for row in await cursor.fetchall()]
-
-        return await self._read(query)
+        return await self._select(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE status = 'accepted'"
+            " ORDER BY position LIMIT %s",
+            (limit,),
+            _record,
+        )
 
     # -- explorer listings (RecordBrowser) -------------------------------------------
     async def recent_records(self, limit: int, *, device_id: str | None = None) -> list[RecordRow]:
-        async def query(conn: Conn) -> list[RecordRow]:
-            if device_id is None:
-                cursor = await conn.execute(
-                    f"SELECT {_RECORD_COLUMNS} FROM records ORDER BY position DESC LIMIT %s",
-                    (limit,),
-                )
-            else:
-                cursor = await conn.execute(
-                    f"SELECT {_RECORD_COLUMNS} FROM records WHERE device_id = %s"
-                    " ORDER BY position DESC LIMIT %s",
-                    (device_id, limit),
-                )
-            return [_record(row) for row in await cursor.fetchall()]
-
-        return await self._read(query)
+        if device_id is None:
+            return await self._select(
+                f"SELECT {_RECORD_COLUMNS} FROM records ORDER BY position DESC LIMIT %s",
+                (limit,),
+                _record,
+            )
+        return await self._select(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE device_id = %s"
+            " ORDER BY position DESC LIMIT %s",
+            (device_id, limit),
+            _record,
+        )
 
     async def accepted_times(self, since: float, limit: int) -> list[float]:
-        async def query(conn: Conn) -> list[float]:
-            cursor = await conn.execute(
-                "SELECT accepted_at FROM (SELECT accepted_at FROM records"
-                " ORDER BY position DESC LIMIT %s) newest WHERE accepted_at >= %s",
-                (limit, since),
-            )
-            return [float(row[0]) for row in await cursor.fetchall()]
-
-        return await self._read(query)
+        return await self._select(
+            "SELECT accepted_at FROM (SELECT accepted_at FROM records"
+            " ORDER BY position DESC LIMIT %s) newest WHERE accepted_at >= %s",
+            (limit, since),
+            lambda r: float(r[0]),
+        )
 
     async def create_batch(
         self, mode: AnchorMode, record_ids: Sequence[str], root: str | None, *, now: float
@@ -767,27 +758,21 @@ class PostgresStore:
         await self._write(job)
 
     async def unfinished_batches(self) -> list[BatchRow]:
-        async def query(conn: Conn) -> list[BatchRow]:
-            cursor = await conn.execute(
-                f"{_BATCH_SELECT} WHERE b.status <> %s ORDER BY b.batch_id",
-                (BatchStatus.ANCHORED.value,),
-            )
-            return [_batch(row) for row in await cursor.fetchall()]
-
-        return await self._read(query)
+        return await self._select(
+            f"{_BATCH_SELECT} WHERE b.status <> %s ORDER BY b.batch_id",
+            (BatchStatus.ANCHORED.value,),
+            _batch,
+        )
 
     async def get_batch(self, batch_id: int) -> BatchRow | None:
         return await self._read(lambda conn: _fetch_batch(conn, batch_id))
 
     async def batch_records(self, batch_id: int) -> list[RecordRow]:
-        async def query(conn: Conn) -> list[RecordRow]:
-            cursor = await conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM records WHERE batch_id = %s ORDER BY leaf_index",
-                (batch_id,),
-            )
-            return [_record(row) for row in await cursor.fetchall()]
-
-        return await self._read(query)
+        return await self._select(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE batch_id = %s ORDER BY leaf_index",
+            (batch_id,),
+            _record,
+        )
 
 
 # -- schema --------------------------------------------------------------------------------
