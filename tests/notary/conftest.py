@@ -22,7 +22,7 @@ from notary.chain.client import ChainClient
 from notary.chain.retry import RetryPolicy
 from notary.chain.settings import ChainSettings
 from notary.config import NotarySettings
-from notary.keysource import CoalescingKeySource, InMemoryKeySource, KMEKeySource
+from notary.keysource import CoalescingKeySource, InMemoryKeySource, KeySource, KMEKeySource
 from notary.service import NotaryService
 from notary.storage.sqlite import SQLiteStore
 from qkd_channel.envelope import Envelope, Mode, keys_needed, seal
@@ -100,17 +100,25 @@ def settings(tmp_path: Path) -> NotarySettings:
     return NotarySettings(data_dir=tmp_path / "notary", notary_id=NOTARY_ID)
 
 
+def sqlite_service(
+    settings: NotarySettings, keys: KeySource, chain: ChainClient | None = None
+) -> NotaryService:
+    """A notary on SQLite in ``settings.data_dir`` (created), with the tests' admin token."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return NotaryService(
+        settings,
+        store=SQLiteStore(settings.sqlite_path),
+        keys=keys,
+        admin_token=ADMIN_TOKEN,
+        chain=chain,
+    )
+
+
 @pytest.fixture
 async def service(
     settings: NotarySettings, key_source: InMemoryKeySource
 ) -> AsyncIterator[NotaryService]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    svc = NotaryService(
-        settings,
-        store=SQLiteStore(settings.sqlite_path),
-        keys=key_source,
-        admin_token=ADMIN_TOKEN,
-    )
+    svc = sqlite_service(settings, key_source)
     await svc.start()
     try:
         yield svc
@@ -242,14 +250,7 @@ async def anchored_service(
     settings = NotarySettings(
         data_dir=tmp_path / "anchored", notary_id=NOTARY_ID, batch_size=4, batch_max_latency_s=0.2
     )
-    settings.data_dir.mkdir(parents=True)
-    svc = NotaryService(
-        settings,
-        store=SQLiteStore(settings.sqlite_path),
-        keys=key_source,
-        admin_token=ADMIN_TOKEN,
-        chain=chain_client,
-    )
+    svc = sqlite_service(settings, key_source, chain=chain_client)
     try:
         yield svc
     finally:

@@ -17,9 +17,8 @@ from notary.keysource import InMemoryKeySource
 from notary.receipts import verify_receipt
 from notary.service import NotaryService
 from notary.storage.base import RecordStatus
-from notary.storage.sqlite import SQLiteStore
 from tests.conftest import AnvilFactory, AnvilNode
-from tests.notary.conftest import ADMIN_TOKEN, NOTARY_ID, fleet
+from tests.notary.conftest import NOTARY_ID, fleet, sqlite_service
 
 
 @pytest.fixture
@@ -42,14 +41,7 @@ async def anvil_service(
         batch_size=8,
         batch_max_latency_s=0.1,
     )
-    settings.data_dir.mkdir(parents=True)
-    svc = NotaryService(
-        settings,
-        store=SQLiteStore(settings.sqlite_path),
-        keys=key_source,
-        admin_token=ADMIN_TOKEN,
-        chain=anvil_chain,
-    )
+    svc = sqlite_service(settings, key_source, chain=anvil_chain)
     try:
         yield svc
     finally:

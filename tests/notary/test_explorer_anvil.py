@@ -16,9 +16,8 @@ from notary.chain.client import ChainClient
 from notary.config import AnchorMode, NotarySettings
 from notary.keysource import InMemoryKeySource
 from notary.service import NotaryService
-from notary.storage.sqlite import SQLiteStore
 from tests.conftest import AnvilFactory, AnvilNode
-from tests.notary.conftest import ADMIN_TOKEN, NOTARY_ID, fleet
+from tests.notary.conftest import NOTARY_ID, fleet, sqlite_service
 
 
 @pytest.fixture
@@ -35,14 +34,7 @@ async def anvil_service(
     tmp_path: Path, key_source: InMemoryKeySource, anvil_chain: ChainClient
 ) -> AsyncIterator[NotaryService]:
     settings = NotarySettings(data_dir=tmp_path / "notary", notary_id=NOTARY_ID)
-    settings.data_dir.mkdir(parents=True)
-    svc = NotaryService(
-        settings,
-        store=SQLiteStore(settings.sqlite_path),
-        keys=key_source,
-        admin_token=ADMIN_TOKEN,
-        chain=anvil_chain,
-    )
+    svc = sqlite_service(settings, key_source, chain=anvil_chain)
     try:
         yield svc
     finally:

@@ -15,11 +15,15 @@ from notary.config import NotarySettings
 from notary.errors import AuthenticationFailed, KeysUnavailable, ReplayDetected
 from notary.keysource import CoalescingKeySource, KMEKeySource
 from notary.service import NotaryService
-from notary.storage.sqlite import SQLiteStore
 from qkd_channel.errors import KMERequestRejected
 from qkd_channel.kme.certs import sae_paths
 from qkd_channel.kme.client import AsyncKMEClient
-from tests.notary.conftest import ADMIN_TOKEN, NOTARY_ID, KMEDevice, kme_key_source_for
+from tests.notary.conftest import (
+    NOTARY_ID,
+    KMEDevice,
+    kme_key_source_for,
+    sqlite_service,
+)
 from tests.qkd_channel.conftest import KMEPair
 
 
@@ -31,13 +35,7 @@ def kme_client(pair: KMEPair, kme: str, sae_id: str) -> AsyncKMEClient:
 @pytest.fixture
 async def kme_service(tmp_path: Path, kme_link: KMEPair) -> AsyncIterator[NotaryService]:
     settings = NotarySettings(data_dir=tmp_path / "kme-notary", notary_id=NOTARY_ID)
-    settings.data_dir.mkdir(parents=True)
-    svc = NotaryService(
-        settings,
-        store=SQLiteStore(settings.sqlite_path),
-        keys=kme_key_source_for(kme_link, window_s=0.02),
-        admin_token=ADMIN_TOKEN,
-    )
+    svc = sqlite_service(settings, kme_key_source_for(kme_link, window_s=0.02))
     await svc.register_device("sensor-1", sae_id="sensor-1")
     await svc.register_device("sensor-2", sae_id="sensor-2")
     try:

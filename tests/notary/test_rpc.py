@@ -39,8 +39,7 @@ from notary.config import NotarySettings
 from notary.errors import JSONRPCError
 from notary.keysource import InMemoryKeySource
 from notary.service import NotaryService
-from notary.storage.sqlite import SQLiteStore
-from tests.notary.conftest import ADMIN_TOKEN, NOTARY_ID
+from tests.notary.conftest import NOTARY_ID, sqlite_service
 
 SIGNER: LocalAccount = Account.from_key(keccak(b"rpc-gateway-test-signer"))
 RECORD_ID = keccak(b"rpc record 1")
@@ -87,14 +86,7 @@ def gateway(history: History) -> EmbeddedRPCGateway:
 
 async def _service(tmp_path: Path, chain: ChainClient | None) -> NotaryService:
     settings = NotarySettings(data_dir=tmp_path / "notary", notary_id=NOTARY_ID)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return NotaryService(
-        settings,
-        store=SQLiteStore(settings.sqlite_path),
-        keys=InMemoryKeySource(),
-        admin_token=ADMIN_TOKEN,
-        chain=chain,
-    )
+    return sqlite_service(settings, InMemoryKeySource(), chain=chain)
 
 
 @pytest.fixture

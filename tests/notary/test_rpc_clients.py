@@ -41,9 +41,8 @@ from notary.keysource import InMemoryKeySource
 from notary.receipts import Receipt
 from notary.server import NotaryServer
 from notary.service import NotaryService
-from notary.storage.sqlite import SQLiteStore
 from tests.conftest import AnvilNode
-from tests.notary.conftest import ADMIN_TOKEN, NOTARY_ID, SimDevice
+from tests.notary.conftest import NOTARY_ID, SimDevice, sqlite_service
 
 CAST = foundry_binary("cast")
 RECORD_TYPES = ["(bytes32,bytes32,uint64,uint64,uint64,uint8,bool)"]
@@ -111,15 +110,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         anchor_mode=AnchorMode.BATCH,
         batch_max_latency_s=0.1,
     )
-    settings.data_dir.mkdir()
     keys = InMemoryKeySource()
-    service = NotaryService(
-        settings,
-        store=SQLiteStore(settings.sqlite_path),
-        keys=keys,
-        admin_token=ADMIN_TOKEN,
-        chain=chain,
-    )
+    service = sqlite_service(settings, keys, chain=chain)
     server = ServerThread(service)
     try:
         url = server.start()
@@ -304,14 +296,7 @@ async def test_notary_on_an_external_node_sends_rpc_callers_there(
     anvil.rpc("anvil_setBalance", [signer.address, hex(10**21)])
     chain = ChainClient.open(ChainSettings(data_dir=tmp_path / "chain", rpc_url=anvil.url), signer)
     settings = NotarySettings(data_dir=tmp_path / "notary", notary_id=NOTARY_ID)
-    settings.data_dir.mkdir()
-    service = NotaryService(
-        settings,
-        store=SQLiteStore(settings.sqlite_path),
-        keys=InMemoryKeySource(),
-        admin_token=ADMIN_TOKEN,
-        chain=chain,
-    )
+    service = sqlite_service(settings, InMemoryKeySource(), chain=chain)
     transport = httpx.ASGITransport(app=create_app(service))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://n.test") as http:
