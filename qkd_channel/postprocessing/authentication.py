@@ -171,12 +171,20 @@ class AuthenticationKeyPool:
         if size == 0 or size % (2 * KEY_BYTES_PER_CHECKPOINT):
             raise ValueError("the pre-shared key must be a positive multiple of 64 bytes")
         half = size // 2
-        self._streams = {
-            Role.ALICE: _Stream(initial_key[:half], half),
-            Role.BOB: _Stream(initial_key[half:], half),
-        }
+        alice, bob = _Stream(initial_key[:half], half), _Stream(initial_key[half:], half)
+        self._setup(alice, bob, consumed=0, on_change=on_change)
+
+    def _setup(
+        self,
+        alice: _Stream,
+        bob: _Stream,
+        *,
+        consumed: int,
+        on_change: Callable[[PoolState], None] | None,
+    ) -> None:
+        self._streams = {Role.ALICE: alice, Role.BOB: bob}
         self._lock = threading.Lock()
-        self._consumed = 0
+        self._consumed = consumed
         self._on_change = on_change
 
     @classmethod
@@ -187,11 +195,10 @@ class AuthenticationKeyPool:
         (cap_a, index_a, buf_a), (cap_b, index_b, buf_b) = state.streams
         if len(buf_a) > cap_a or len(buf_b) > cap_b or min(index_a, index_b) < 0:
             raise ValueError("inconsistent pool state")
-        pool = cls(bytes(2 * KEY_BYTES_PER_CHECKPOINT), on_change=on_change)
-        pool._streams = {Role.ALICE: _Stream(buf_a, cap_a), Role.BOB: _Stream(buf_b, cap_b)}
-        pool._streams[Role.ALICE].next_index = index_a
-        pool._streams[Role.BOB].next_index = index_b
-        pool._consumed = state.consumed
+        alice, bob = _Stream(buf_a, cap_a), _Stream(buf_b, cap_b)
+        alice.next_index, bob.next_index = index_a, index_b
+        pool = cls.__new__(cls)
+        pool._setup(alice, bob, consumed=state.consumed, on_change=on_change)
         return pool
 
     def snapshot(self) -> PoolState:
