@@ -45,7 +45,7 @@ from notary.keysource import KeySource
 from notary.logging import log_event
 from notary.metrics import NotaryMetrics
 from notary.storage.base import DeviceEventKind, DeviceRow, NewRecord, Store
-from notary.telemetry import new_salt, parse_document, payload_hash, record_id
+from notary.telemetry import parse_document, payload_hash, record_id, record_salt
 from qkd_channel.envelope import Envelope, Mode, open_envelope
 from qkd_channel.errors import EnvelopeRejected
 from qkd_channel.keys import QKDKey
@@ -222,7 +222,7 @@ class IntakePipeline:
         except EnvelopeRejected as exc:
             raise AuthenticationFailed(exc.reason) from None
         document = parse_document(opened.plaintext)
-        salt = new_salt()
+        salt = record_salt(envelope, keys)
         return NewRecord(
             record_id=record_id(device.device_id, envelope.sequence, envelope.key_ids),
             device_id=device.device_id,

@@ -13,14 +13,15 @@ key UUID bytes...)``. It depends only on authenticated envelope header fields, s
 envelope always maps to the same record and the chain's duplicate check makes every retry
 of an anchoring transaction harmless.
 
-Payload hash: ``keccak256(salt || plaintext)`` with a fresh 32-byte salt per record, so the
-on-chain hash of low-entropy telemetry ("21.5 °C") cannot be brute-forced by chain
-observers; the receipt discloses the salt to whoever holds it.
+Payload hash: ``keccak256(salt || plaintext)`` with a secret 32-byte salt per record, so
+the on-chain hash of low-entropy telemetry ("21.5 °C") cannot be brute-forced by chain
+observers. The salt is :func:`record_salt`: derived from the envelope's own QKD keys, so
+the device and the notary can compute it and nobody else can; the notary shows it only to
+the device's owner and auditors (``docs/receipts.md``).
 """
 
 from __future__ import annotations
 
-import os
 import struct
 import uuid
 from collections.abc import Sequence
@@ -31,17 +32,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from notary.errors import SchemaInvalid
 from qkd_channel import boundedjson
+from qkd_channel.envelope import Envelope, derive_secret
+from qkd_channel.keys import QKDKey
 
 __all__ = [
     "RECORD_ID_DOMAIN",
+    "RECORD_SALT_LABEL",
     "TelemetryDocument",
-    "new_salt",
     "parse_document",
     "payload_hash",
     "record_id",
+    "record_salt",
 ]
 
 RECORD_ID_DOMAIN = b"qkd-notary/record/v1"
+RECORD_SALT_LABEL = b"qkd-notary/record-salt/v1"
 SALT_BYTES = 32
 DIGEST_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -85,8 +90,9 @@ def record_id(device_id: str, sequence: int, key_ids: Sequence[str]) -> str:
     return "0x" + keccak(material).hex()
 
 
-def new_salt() -> bytes:
-    return os.urandom(SALT_BYTES)
+def record_salt(envelope: Envelope, keys: Sequence[QKDKey]) -> bytes:
+    """The secret salt of the record ``envelope`` makes: only the key holders know it."""
+    return derive_secret(envelope, keys, label=RECORD_SALT_LABEL, length=SALT_BYTES)
 
 
 def payload_hash(salt: bytes, payload: bytes) -> str:

@@ -35,6 +35,12 @@ big-endian; ``str`` fields are UTF-8 with a 1-byte length, ``bytes`` with a 4-by
 
 The JSON form carries the same fields (``v``, ``mode``, ``sender``, ``recipient``, ``seq``,
 ``ts``, ``key_ids``, ``nonce``, ``ct``, ``tag``; byte fields base64).
+
+Secrets bound to one envelope (:func:`derive_secret`): HKDF-SHA256 with the concatenated
+material of the keys named in the header (header order) as input keying material, no HKDF
+salt, and ``info = label || header`` (the canonical binary header above). Only the two ends
+that hold the keys can compute it; the header makes it unique per envelope even when an
+``aead`` session key serves many messages; the label separates its uses.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from qkd_channel import boundedjson
@@ -71,6 +79,7 @@ __all__ = [
     "OneTimePad",
     "Opened",
     "SessionExpired",
+    "derive_secret",
     "keys_needed",
     "open_envelope",
     "seal",
@@ -323,6 +332,32 @@ def open_envelope(
     if expected_recipient is not None and envelope.recipient != expected_recipient:
         raise EnvelopeRejected("wrong-recipient")
     return Opened(envelope, plaintext)
+
+
+def derive_secret(
+    envelope: Envelope,
+    keys: Sequence[QKDKey] | Mapping[str, QKDKey],
+    *,
+    label: bytes,
+    length: int = 32,
+) -> bytes:
+    """A ``length``-byte secret that only the holders of this envelope's keys can compute.
+
+    HKDF-SHA256 over the keys named in the header (in header order), ``info = label ||
+    header``. The notary derives its records' commitment salts this way, so the device can
+    recompute the salt of its own record without the notary ever publishing it. The keys
+    are one-time (``otp``) or rotated (``aead``); the derived value reveals nothing usable
+    about them (HKDF is a PRF keyed by the material).
+    """
+    if not label:
+        raise ValueError("a derived secret needs a domain-separation label")
+    by_id = _index_keys(keys)
+    try:
+        material = b"".join(by_id[key_id].material for key_id in envelope.key_ids)
+    except KeyError:
+        raise KeyMaterialExhausted("a key named in the envelope header is missing") from None
+    info = label + envelope.header_bytes()
+    return HKDF(algorithm=SHA256(), length=length, salt=None, info=info).derive(material)
 
 
 class AEADSession:

@@ -15,6 +15,7 @@ from qkd_channel.envelope import (
     Envelope,
     Mode,
     OneTimePad,
+    derive_secret,
     keys_needed,
     open_envelope,
     seal,
@@ -86,6 +87,29 @@ def test_aead_round_trip_and_nonce_freshness() -> None:
     assert first.nonce != second.nonce
     assert first.ciphertext != second.ciphertext
     assert open_envelope(second, [key]).plaintext == b"hello"
+
+
+def test_derived_secret_is_shared_by_both_ends_and_unique_per_envelope_and_label() -> None:
+    session = AEADSession(make_keys(32)[0])
+    first = session.seal(b"a", sender="device-7", recipient="notary", sequence=1)
+    second = session.seal(b"a", sender="device-7", recipient="notary", sequence=2)
+    key = make_keys(32)
+    one = derive_secret(first, key, label=b"test/one")
+    assert one == derive_secret(Envelope.from_bytes(first.to_bytes()), key, label=b"test/one")
+    assert len(one) == 32
+    assert one != derive_secret(second, key, label=b"test/one")
+    assert one != derive_secret(first, key, label=b"test/two")
+    other_material = QKDKey(key[0].key_id, bytes(32))
+    assert one != derive_secret(first, [other_material], label=b"test/one")
+
+
+def test_derived_secret_needs_every_key_the_header_names_and_a_label() -> None:
+    keys = make_keys(keys_needed(Mode.OTP, 4), count=2)
+    env = seal_otp(b"abcd", keys)
+    with pytest.raises(KeyMaterialExhausted):
+        derive_secret(env, keys[:1], label=b"test")
+    with pytest.raises(ValueError, match="label"):
+        derive_secret(env, keys, label=b"")
 
 
 def test_aead_session_refuses_use_after_message_limit() -> None:
