@@ -3,14 +3,18 @@
 Loop (one asyncio task next to the API, or standalone):
 
 1. Mirror device history to the DeviceRegistry, oldest event first (registration,
-   first/changed firmware digest, approvals, deactivation).
+   first/changed firmware digest, approvals, deactivation). A deactivation waits until
+   the records the device sent before it are anchored: the contract refuses records of
+   inactive devices, and those were accepted while the device was active.
 2. Resume batches a crash left unfinished, then form a new batch when ``batch_size``
    records wait or the oldest has waited ``max_latency_s``: its members (and, in Merkle
    mode, its root) are fixed in storage *before* anything is sent.
 3. Send it: ``recordBatch`` (every record stored in the contract) or ``anchorRoot``
    (only the Merkle root; receipts carry inclusion proofs). The chain client waits for
    the configured confirmations.
-4. Mark the batch and its records ANCHORED with the block coordinates.
+4. Mark the batch and its records ANCHORED with the block coordinates; a record the
+   contract refused (device not active) or found stored with other content (a conflict)
+   gets that status instead, with a log line and a metric.
 
 Exactly once: record IDs are deterministic and both contract calls are idempotent
 (``recordBatch`` skips stored IDs, ``anchorRoot`` skips a known root), so resending a
@@ -51,6 +55,7 @@ from notary.config import AnchorMode
 from notary.errors import (
     BatchTooLarge,
     ChainError,
+    ChainReset,
     ChainUnavailable,
     InvalidTransition,
     NotaryError,
@@ -58,12 +63,14 @@ from notary.errors import (
 )
 from notary.logging import log_event
 from notary.metrics import NotaryMetrics
+from notary.reconciler import Reconciler, WatchedChain
 from notary.storage.base import (
     BatchRow,
     DeviceEvent,
     DeviceEventKind,
     DeviceRow,
     RecordRow,
+    RecordStatus,
     Store,
 )
 
@@ -72,7 +79,7 @@ __all__ = ["AnchorChain", "AnchoringWorker", "record_input"]
 log = logging.getLogger("notary.anchoring")
 
 
-class AnchorChain(Protocol):
+class AnchorChain(WatchedChain, Protocol):
     """What the worker needs from :class:`notary.chain.ChainClient` (blocking calls)."""
 
     chain_id: int
@@ -83,13 +90,16 @@ class AnchorChain(Protocol):
     @property
     def notary_address(self) -> str: ...
 
-    def block_number(self) -> int: ...
+    @property
+    def registry_address(self) -> str: ...
 
     def register_device(
         self, device_id: str, *, sae_id: str, owner: str, expected_firmware: bytes | None = None
     ) -> TxInfo: ...
 
-    def attest_firmware(self, device_id: str, digest: bytes) -> AttestationOutcome: ...
+    def attest_firmware(
+        self, device_id: str, digest: bytes, sequence: int
+    ) -> AttestationOutcome: ...
 
     def approve_firmware(self, device_id: str, digest: bytes) -> TxInfo: ...
 
@@ -116,6 +126,11 @@ def record_input(record: RecordRow, *, with_payload: bool = False) -> RecordInpu
         sequence=record.sequence,
         payload_hash=bytes.fromhex(record.payload_hash[2:]),
         mode=SecurityMode.from_label(record.mode),
+        key_path=record.key_path,
+        firmware_digest=bytes.fromhex(record.firmware_digest),
+        device_trusted=record.device_trusted,
+        sent_at_ms=record.sent_at_ms,
+        accepted_at_ms=record.accepted_at_ms,
         payload=record.payload if with_payload else b"",
     )
 
@@ -135,6 +150,7 @@ class AnchoringWorker:
         metrics: NotaryMetrics | None = None,
         poll_interval_s: float = 0.05,
         max_backoff_s: float = 10.0,
+        reconcile_interval_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if publish_payloads and mode is AnchorMode.MERKLE:
@@ -150,7 +166,13 @@ class AnchoringWorker:
         self._max_backoff = max_backoff_s
         self._clock = clock
         self._wake = asyncio.Event()
+        self._halt = asyncio.Event()
         self._leading = False
+        #: Re-checks anchored batches against the chain (runs inside this worker's loop,
+        #: so it never races a send).
+        self.reconciler = Reconciler(
+            store, chain, metrics=self._metrics, interval_s=reconcile_interval_s
+        )
 
     @property
     def mode(self) -> AnchorMode:
@@ -160,10 +182,15 @@ class AnchoringWorker:
         """Hint that records arrived (the worker also polls)."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """Stop :meth:`run` after its current step (the service replaces its chain)."""
+        self._halt.set()
+        self._wake.set()
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until ``stop`` is set; chain outages only slow it down."""
+        """Work until ``stop`` is set (or :meth:`stop`); chain outages only slow it down."""
         backoff = self._poll
-        while not stop.is_set():
+        while not (stop.is_set() or self._halt.is_set()):
             try:
                 worked = await self.run_once()
                 backoff = self._poll
@@ -171,6 +198,11 @@ class AnchoringWorker:
                 log_event(log, logging.WARNING, "chain unavailable, will retry", error=str(exc))
                 worked = False
                 backoff = min(self._max_backoff, max(backoff * 2, 0.2))
+            except ChainReset:
+                # The reconciler said so once; nothing is sent until the contracts are
+                # redeployed, but the chain is asked again every interval.
+                worked = False
+                backoff = self._max_backoff
             except NotaryError as exc:
                 log_event(log, logging.ERROR, "anchoring failed", error=str(exc))
                 worked = False
@@ -192,12 +224,13 @@ class AnchoringWorker:
         """
         if not await self._hold_lead():
             return False
-        worked = await self.mirror_device_events()
+        await self.reconciler.maybe_check()
+        # The batch is fixed first, then the device history is mirrored: a record is only
+        # accepted after its device's registration is committed, so every device of the
+        # batch is registered on-chain by the time the batch is sent.
         unfinished = await self._store.unfinished_batches()
-        if unfinished:
-            await self._send(unfinished[0])
-            return True
-        batch = await self._form_batch(force=force)
+        batch = unfinished[0] if unfinished else await self._form_batch(force=force)
+        worked = await self.mirror_device_events()
         if batch is None:
             return worked
         await self._send(batch)
@@ -226,17 +259,39 @@ class AnchoringWorker:
 
     # -- device history --------------------------------------------------------------
     async def mirror_device_events(self, limit: int = 32) -> bool:
-        """Send pending device events to the DeviceRegistry, in order; stop at a failure."""
+        """Send pending device events to the DeviceRegistry, in order per device; stop at
+        a failure. A deactivation (and anything after it for that device) waits while
+        records the device sent before it are still on their way to the chain."""
         events = await self._store.pending_device_events(limit)
+        deferred: set[str] = set()
+        mirrored = 0
         for event in events:
+            if event.device_id in deferred:
+                continue
+            if event.kind is DeviceEventKind.DEACTIVATED and await self._store.unanchored_before(
+                event.device_id, event.at
+            ):
+                deferred.add(event.device_id)
+                continue
             device = await self._store.get_device(event.device_id)
             if device is None:
                 raise InvalidTransition(f"event {event.event_id} names an unknown device")
-            tx_hash = await asyncio.to_thread(self._mirror, event, device)
+            sequence = await self._sequence_of(event)
+            tx_hash = await asyncio.to_thread(self._mirror, event, device, sequence)
             await self._store.mark_event_mirrored(event.event_id, tx_hash)
-        return bool(events)
+            mirrored += 1
+        return mirrored > 0
 
-    def _mirror(self, event: DeviceEvent, device: DeviceRow) -> str:
+    async def _sequence_of(self, event: DeviceEvent) -> int:
+        """The sequence number of the message whose digest an attestation event records."""
+        if event.record_id is None:
+            return 0
+        record = await self._store.get_record(event.record_id)
+        if record is None:
+            raise InvalidTransition(f"event {event.event_id} names an unknown record")
+        return record.sequence
+
+    def _mirror(self, event: DeviceEvent, device: DeviceRow, sequence: int) -> str:
         """Apply one event on-chain (blocking).
 
         Registration and deactivation are checked against the registry first, so a
@@ -258,7 +313,7 @@ class AnchoringWorker:
             on_chain = chain.get_device(event.device_id)
             if on_chain is not None and not on_chain.active:
                 return "device-inactive"
-            return chain.attest_firmware(event.device_id, digest).tx.tx_hash
+            return chain.attest_firmware(event.device_id, digest, sequence).tx.tx_hash
         if event.kind is DeviceEventKind.APPROVED:
             assert digest is not None
             return chain.approve_firmware(event.device_id, digest).tx_hash
@@ -286,11 +341,12 @@ class AnchoringWorker:
     async def _send(self, batch: BatchRow) -> None:
         records = await self._store.batch_records(batch.batch_id)
         inputs = [record_input(r, with_payload=self._publish) for r in records]
+        unrecorded: dict[str, RecordStatus] = {}
         if batch.mode is AnchorMode.MERKLE:
             tx = await asyncio.to_thread(self._anchor_root, batch, inputs)
         else:
             try:
-                tx = await asyncio.to_thread(self._record_batch, inputs)
+                tx, unrecorded = await asyncio.to_thread(self._record_batch, inputs)
             except BatchTooLarge:
                 # Refused at gas estimation, so nothing was sent: halve the batch (the
                 # rest goes back to the outbox) and let the next step send it.
@@ -306,12 +362,17 @@ class AnchoringWorker:
             block_hash=tx.block_hash,
             block_timestamp=tx.block_timestamp,
             now=self._clock(),
+            unrecorded=unrecorded,
         )
+        self.reconciler.reanchored(batch.batch_id, len(records) - len(unrecorded))
         now = self._clock()
         mode = batch.mode.value
         self._metrics.batches.labels(mode).inc()
-        self._metrics.anchored.labels(mode).inc(len(records))
+        self._metrics.anchored.labels(mode).inc(len(records) - len(unrecorded))
         for record in records:
+            if record.record_id in unrecorded:
+                self._report_unrecorded(record, unrecorded[record.record_id], tx)
+                continue
             self._metrics.time_to_anchor.labels(mode).observe(max(0.0, now - record.accepted_at))
         log_event(
             log,
@@ -343,15 +404,45 @@ class AnchoringWorker:
             raise ChainError(f"root of batch {batch.batch_id} reported anchored but not found")
         return earlier
 
-    def _record_batch(self, inputs: list[RecordInput]) -> TxInfo:
+    def _report_unrecorded(self, record: RecordRow, status: RecordStatus, tx: TxInfo) -> None:
+        self._metrics.records_unrecorded.labels(status.value).inc()
+        if status is RecordStatus.CONFLICT:
+            message = "record ID already on-chain with other content: not anchored"
+            level = logging.ERROR
+        else:
+            message = "record refused on-chain: the device is not active in the registry"
+            level = logging.WARNING
+        log_event(
+            log,
+            level,
+            message,
+            record_id=record.record_id,
+            device_id=record.device_id,
+            tx_hash=tx.tx_hash,
+        )
+
+    def _record_batch(self, inputs: list[RecordInput]) -> tuple[TxInfo, dict[str, RecordStatus]]:
+        """Send the batch; the transaction holding its evidence and the members the
+        contract did not store (refused, or in conflict with a stored record)."""
         outcome = self._chain.record_batch(inputs)
-        if len(outcome.recorded) == len(inputs):
-            return outcome.tx
+        unrecorded = {"0x" + rid.hex(): RecordStatus.REFUSED for rid in outcome.refused}
+        for rid, stored_device in outcome.conflicts:
+            unrecorded["0x" + rid.hex()] = RecordStatus.CONFLICT
+            log_event(
+                log,
+                logging.ERROR,
+                "conflicting record on-chain",
+                record_id="0x" + rid.hex(),
+                stored_device_id=stored_device,
+            )
+        if not outcome.skipped:
+            return outcome.tx, unrecorded
         if outcome.recorded:
             # A batch's members are fixed before its first send and a transaction is
             # atomic, so "some new, some old" means two batches shared records.
             raise InvalidTransition("a batch was partly recorded by another transaction")
-        earlier = self._chain.find_record_transaction(inputs[0].record_id)
+        # Stored by a transaction sent before a crash: point receipts at that one.
+        earlier = self._chain.find_record_transaction(outcome.skipped[0])
         if earlier is None:
             raise ChainError("batch reported as recorded but its transaction was not found")
-        return earlier
+        return earlier, unrecorded

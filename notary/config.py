@@ -76,7 +76,17 @@ class NotarySettings(BaseSettings):
     anchor_mode: AnchorMode = AnchorMode.MERKLE
     batch_size: int = Field(default=64, ge=1, le=1024)
     batch_max_latency_s: float = Field(default=1.0, gt=0)
-    confirmations: int = Field(default=1, ge=1)
+    confirmations: int = Field(
+        default=1,
+        ge=1,
+        description="Blocks (its own included) before an anchoring is final: 1 on instant-"
+        "finality chains (Besu QBFT, the embedded chain), more where blocks can be reorganised",
+    )
+    reconcile_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often anchored batches are re-checked against the chain",
+    )
     # Intake limits.
     max_envelope_bytes: int = Field(default=64 * 1024, ge=256)
     retry_after_s: int = Field(default=2, ge=1)

@@ -18,12 +18,18 @@ Hierarchy::
     ├── DeviceExists              409
     ├── DeviceInactive            409  admin change to a deactivated device
     ├── RecordNotFound            404
+    ├── TokenNotFound             404  no access token with that ID
+    ├── InvalidRequest            422  an admin request whose fields contradict each other
     ├── AdminUnauthorized         401  missing or wrong admin bearer token
+    ├── AccessDenied              401  an access token that is unknown, revoked or not the device's
     ├── InvalidTransition         an outbox entry was moved through an illegal state change
     ├── ReceiptInvalid            a receipt failed offline verification (``reason`` says why)
+    │   └── ReceiptNotFinal       the claims hold so far, but the anchor is not final yet
     ├── ChainError                the chain layer failed; retrying the same call will not help
     │   ├── ChainMisconfigured    wrong chain ID, missing/foreign contract code (refuse to start)
-    │   │   └── EmbeddedChainLocked  the embedded chain is open in another process
+    │   │   ├── EmbeddedChainLocked  the embedded chain is open in another process
+    │   │   └── ChainReset        the chain lost the contracts (reset, or rolled back before
+    │   │                         their deployment): redeploy and re-anchor
     │   ├── TransactionReverted   the EVM reverted; ``revert_reason`` holds the decoded reason
     │   ├── TransactionNotConfirmed  not mined/confirmed in time; ``tx_hash`` may still land
     │   ├── BatchTooLarge         a batch needs more gas than a block holds
@@ -43,11 +49,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "AccessDenied",
     "AdminUnauthorized",
     "AuthenticationFailed",
     "BatchTooLarge",
     "ChainError",
     "ChainMisconfigured",
+    "ChainReset",
     "ChainUnavailable",
     "DeviceExists",
     "DeviceInactive",
@@ -56,6 +64,7 @@ __all__ = [
     "IntakeRejected",
     "InvalidChainInput",
     "InvalidProof",
+    "InvalidRequest",
     "InvalidTransition",
     "JSONRPCError",
     "KeysRejected",
@@ -65,11 +74,13 @@ __all__ = [
     "NotaryError",
     "PayloadTooLarge",
     "ReceiptInvalid",
+    "ReceiptNotFinal",
     "RecordNotFound",
     "ReplayDetected",
     "SchemaInvalid",
     "ServiceUnavailable",
     "StorageUnavailable",
+    "TokenNotFound",
     "TransactionNotConfirmed",
     "TransactionReverted",
 ]
@@ -223,10 +234,33 @@ class RecordNotFound(NotaryError):
     reason = "record-not-found"
 
 
+class TokenNotFound(NotaryError):
+    status = 404
+    title = "Access token not found"
+    reason = "token-not-found"
+
+
+class InvalidRequest(NotaryError):
+    status = 422
+    title = "Invalid request"
+    reason = "invalid-request"
+
+
 class AdminUnauthorized(NotaryError):
     status = 401
     title = "Admin authentication required"
     reason = "admin-unauthorized"
+
+
+class AccessDenied(NotaryError):
+    """A bearer token for the full view that is unknown, revoked, or for another device.
+
+    One answer for all three, so a caller cannot probe which tokens exist.
+    """
+
+    status = 401
+    title = "Access denied"
+    reason = "access-denied"
 
 
 class InvalidTransition(NotaryError):
@@ -235,11 +269,29 @@ class InvalidTransition(NotaryError):
 
 
 class ReceiptInvalid(NotaryError):
-    """Offline verification found a receipt that the chain does not back."""
+    """Offline verification found a receipt that the chain does not back.
+
+    ``reason`` names the check (or the receipt field) that failed; ``report``, when the
+    verifier got that far, holds the field-by-field outcome up to the failure.
+    """
 
     status = 422
     title = "Receipt does not verify"
     reason = "receipt-invalid"
+
+    def __init__(
+        self, detail: str | None = None, *, reason: str | None = None, report: object = None
+    ) -> None:
+        super().__init__(detail, reason=reason)
+        self.report = report
+
+
+class ReceiptNotFinal(ReceiptInvalid):
+    """Nothing in the receipt is contradicted, but it is not anchored and final yet:
+    not anchored at all, or with fewer confirmations than asked for. Try again later."""
+
+    title = "Receipt not final yet"
+    reason = "not-final"
 
 
 # --- chain layer (notary.chain) -------------------------------------------------------
@@ -258,6 +310,7 @@ class ChainMisconfigured(ChainError):
     """Refusal to start: wrong chain ID, no or foreign contract code at a configured
     address, an unreadable deployment file, or an embedded chain of another chain ID."""
 
+    status = 409
     title = "Chain misconfigured"
     reason = "chain-misconfigured"
 
@@ -266,6 +319,15 @@ class EmbeddedChainLocked(ChainMisconfigured):
     """The embedded chain of this data directory is open in another process."""
 
     reason = "embedded-chain-locked"
+
+
+class ChainReset(ChainMisconfigured):
+    """The chain no longer holds the notary's contracts: it was reset, or rolled back to
+    before their deployment. Anchoring stops until ``qkd-notary chain redeploy
+    --re-anchor`` deploys them again and re-anchors every record."""
+
+    title = "Chain reset"
+    reason = "chain-reset"
 
 
 class TransactionReverted(ChainError):

@@ -16,10 +16,12 @@ the envelope) and ``KeysUnavailable`` when the KME is down or out of stock (retr
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from notary.errors import KeysRejected, KeysUnavailable
 from qkd_channel.errors import (
@@ -30,17 +32,42 @@ from qkd_channel.errors import (
 )
 from qkd_channel.keys import QKDKey
 from qkd_channel.kme.client import AsyncKMEClient
+from qkd_channel.security_levels import Hop
 
 __all__ = [
     "CoalescingKeySource",
     "InMemoryKeySource",
     "KMEKeySource",
     "KeySource",
+    "delivery_hop_of",
 ]
 
 
+def delivery_hop_of(kme_url: str) -> Hop:
+    """How keys from the KME at ``kme_url`` reach us: a loopback address never crosses a
+    network (``local``); anything else is TLS, whose classical key exchange a future
+    quantum computer could break (Python's TLS offers no hybrid post-quantum group)."""
+    host = urlsplit(kme_url).hostname or ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    return Hop.LOCAL if loopback else Hop.TLS
+
+
 class KeySource(Protocol):
-    """Slave-SAE access to QKD keys by key ID."""
+    """Slave-SAE access to QKD keys by key ID, and how those keys travel.
+
+    ``link_hop`` and ``delivery_hop`` are the notary's side of a record's key path
+    (:mod:`qkd_channel.security_levels`): how the keys crossed between the KMEs, as the KME
+    reports it (``unreported`` until it does), and how they reach the notary.
+    """
+
+    @property
+    def link_hop(self) -> Hop: ...
+
+    @property
+    def delivery_hop(self) -> Hop: ...
 
     async def dec_keys(self, master_sae_id: str, key_ids: Sequence[str]) -> list[QKDKey]:
         """The keys named by ``key_ids`` that ``master_sae_id`` obtained, each exactly once.
@@ -74,8 +101,13 @@ class KMEKeySource:
         *,
         notary_sae_id: str | None = None,
         max_in_flight: int = 32,
+        delivery_hop: Hop = Hop.TLS,
     ) -> None:
+        """``delivery_hop``: how keys reach the notary (:func:`delivery_hop_of`)."""
         self._client = client
+        #: The KME does not say (yet) what feeds its key buffer: never assume a QKD link.
+        self.link_hop = Hop.UNREPORTED
+        self.delivery_hop = delivery_hop
         self._notary_sae_id = notary_sae_id
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight = 0
@@ -118,9 +150,16 @@ class KMEKeySource:
 
 
 class InMemoryKeySource:
-    """An in-process key buffer that hands out each key once, to its master SAE only."""
+    """An in-process key buffer that hands out each key once, to its master SAE only.
 
-    def __init__(self) -> None:
+    Its keys never cross a network on the notary's side (``delivery_hop`` is ``local``);
+    where they came from is whatever the depositor says (``link_hop``, unreported unless
+    given).
+    """
+
+    def __init__(self, *, link_hop: Hop = Hop.UNREPORTED) -> None:
+        self.link_hop = link_hop
+        self.delivery_hop = Hop.LOCAL
         self._keys: dict[str, tuple[str, QKDKey]] = {}
         self._lock = threading.Lock()
         self.available = True  #: set False to simulate the KME being unreachable
@@ -249,6 +288,14 @@ class CoalescingKeySource:
             return
         if not waiter.future.done():
             waiter.future.set_result(keys)
+
+    @property
+    def link_hop(self) -> Hop:
+        return self._inner.link_hop
+
+    @property
+    def delivery_hop(self) -> Hop:
+        return self._inner.delivery_hop
 
     async def stock(self, master_sae_id: str) -> int | None:
         return await self._inner.stock(master_sae_id)

@@ -73,6 +73,29 @@ class NotaryMetrics:
             ["sae_id"],
             registry=self.registry,
         )
+        self.records_unrecorded = Counter(
+            "notary_records_unrecorded",
+            "Records the contract did not store: refused (device not active in the "
+            "registry) or conflict (the record ID is stored with other content)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.records_lost = Counter(
+            "notary_records_lost_by_chain",
+            "Anchored records whose evidence a chain rollback or reset took away "
+            "(each is anchored again)",
+            registry=self.registry,
+        )
+        self.records_reanchored = Counter(
+            "notary_records_reanchored",
+            "Records anchored again after the chain lost their first anchoring",
+            registry=self.registry,
+        )
+        self.chain_reset = Gauge(
+            "notary_chain_reset",
+            "1 while the chain no longer holds the notary's contracts (anchoring stopped)",
+            registry=self.registry,
+        )
         self.key_bytes = Counter(
             "notary_key_bytes_consumed",
             "Bytes of QKD key material obtained from the KME",

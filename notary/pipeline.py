@@ -49,6 +49,7 @@ from notary.telemetry import parse_document, payload_hash, record_id, record_sal
 from qkd_channel.envelope import Envelope, Mode, open_envelope
 from qkd_channel.errors import EnvelopeRejected
 from qkd_channel.keys import QKDKey
+from qkd_channel.security_levels import Hop, KeyPath
 
 __all__ = ["Accepted", "IntakePipeline"]
 
@@ -116,7 +117,7 @@ class IntakePipeline:
         self._device_ttl = device_cache_ttl_s
         self._max_sessions = max_sessions
         self._clock = clock
-        self._on_accepted = on_accepted
+        self.on_accepted = on_accepted
         self._devices: dict[str, tuple[float, DeviceRow]] = {}
         self._sessions: dict[str, _Session] = {}
         self._retained: dict[str, _Retained] = {}
@@ -149,8 +150,8 @@ class IntakePipeline:
         finally:
             self._metrics.intake_seconds.observe(time.perf_counter() - started)
         self._metrics.accepted.labels(accepted.mode.value, channel).inc()
-        if self._on_accepted is not None:
-            self._on_accepted()
+        if self.on_accepted is not None:
+            self.on_accepted()
         log_event(
             log,
             logging.DEBUG,
@@ -223,6 +224,11 @@ class IntakePipeline:
             raise AuthenticationFailed(exc.reason) from None
         document = parse_document(opened.plaintext)
         salt = record_salt(envelope, keys)
+        key_path = KeyPath(
+            link=self._keys.link_hop,
+            device=Hop(document.key_delivery or Hop.UNREPORTED),
+            notary=self._keys.delivery_hop,
+        )
         return NewRecord(
             record_id=record_id(device.device_id, envelope.sequence, envelope.key_ids),
             device_id=device.device_id,
@@ -236,6 +242,7 @@ class IntakePipeline:
             envelope_digest=envelope_digest,
             sent_at_ms=envelope.timestamp_ms,
             accepted_at=self._clock(),
+            key_path=key_path.code,
         )
 
     async def _device(self, device_id: str) -> DeviceRow:

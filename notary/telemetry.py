@@ -2,11 +2,16 @@
 
 Plaintext schema (UTF-8 JSON object, version 1)::
 
-    {"firmware_digest": "<64 lowercase hex>", "telemetry": {...any JSON object...}}
+    {"firmware_digest": "<64 lowercase hex>", "telemetry": {...any JSON object...},
+     "key_delivery": "tls" | "tls-hybrid-pq" | "local"}          (the last one optional)
 
 ``firmware_digest`` is the SHA-256 (or any 256-bit) digest of the firmware that produced
-the message; it feeds the attestation rules. Unknown top-level fields are refused so a
-device cannot smuggle data past the schema.
+the message; it feeds the attestation rules. ``key_delivery`` is how the device got this
+message's keys from its KME (the device hop of the key path,
+:mod:`qkd_channel.security_levels`); a device that does not say is recorded as
+``unreported``, which only ever lowers the record's security label. Being inside the
+sealed plaintext, the report is authenticated by the message's own MAC. Unknown top-level
+fields are refused so a device cannot smuggle data past the schema.
 
 Record ID: ``keccak256("qkd-notary/record/v1" || u8 len || device_id || u64 sequence ||
 key UUID bytes...)``. It depends only on authenticated envelope header fields, so the same
@@ -25,7 +30,7 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from eth_hash.auto import keccak
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -58,6 +63,9 @@ class TelemetryDocument(BaseModel):
 
     firmware_digest: str = Field(pattern=DIGEST_PATTERN, description="256-bit digest, hex")
     telemetry: dict[str, Any] = Field(description="Sensor readings, any JSON object")
+    key_delivery: Literal["tls", "tls-hybrid-pq", "local"] | None = Field(
+        default=None, description="How the device got this message's keys from its KME"
+    )
 
 
 def parse_document(plaintext: bytes) -> TelemetryDocument:

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.30;
 
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {AccessControlDefaultAdminRules} from
+    "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
 
 /// @title DeviceRegistry
 /// @notice Registry of the IoT devices whose telemetry the qkd-notary records, with an
@@ -14,10 +15,15 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 ///      first use). A later, different digest is recorded and emits {FirmwareChanged};
 ///      unless the operator approved exactly that digest beforehand (a planned update)
 ///      the device is untrusted until an operator approves it.
-contract DeviceRegistry is AccessControl {
-    /// @notice May register, deactivate devices and approve or revoke firmware digests.
+///      Duties are separate: the admin (two-step, delayed transfer; held offline or by a
+///      multisig) only manages roles; operators (people) register, approve and deactivate;
+///      notaries (online services) only attest what authenticated telemetry reported. An
+///      attestation is recorded once per (device, digest, message sequence), so a notary
+///      that re-sends one after a crash or a chain rollback cannot inflate the history.
+contract DeviceRegistry is AccessControlDefaultAdminRules {
+    /// @notice May register, deactivate devices and approve firmware digests (a person's key).
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
-    /// @notice May record firmware attestations (the notary service account).
+    /// @notice May record firmware attestations (the notary service accounts).
     bytes32 public constant NOTARY_ROLE = keccak256("NOTARY_ROLE");
 
     struct Device {
@@ -33,6 +39,7 @@ contract DeviceRegistry is AccessControl {
 
     struct Attestation {
         bytes32 digest;
+        uint64 sequence; // sequence number of the telemetry message that reported it
         uint64 attestedAt;
         uint64 blockNumber;
         bool changed; // differs from the previous attested digest
@@ -41,11 +48,16 @@ contract DeviceRegistry is AccessControl {
 
     mapping(bytes32 deviceId => Device) private _devices;
     mapping(bytes32 deviceId => Attestation[]) private _attestations;
+    /// @dev keccak256(deviceId, digest, sequence) of every attestation recorded.
+    mapping(bytes32 attestationKey => bool) private _attested;
     bytes32[] private _deviceIds;
 
     event DeviceRegistered(bytes32 indexed deviceId, string saeId, address indexed owner, bytes32 expectedFirmware);
     event DeviceDeactivated(bytes32 indexed deviceId);
-    event FirmwareAttested(bytes32 indexed deviceId, bytes32 indexed digest, bool changed, bool trusted);
+    event FirmwareAttested(
+        bytes32 indexed deviceId, bytes32 indexed digest, uint64 sequence, bool changed, bool trusted
+    );
+    event AttestationSkipped(bytes32 indexed deviceId, bytes32 indexed digest, uint64 sequence);
     event FirmwareChanged(bytes32 indexed deviceId, bytes32 previousDigest, bytes32 newDigest);
     event FirmwareApproved(bytes32 indexed deviceId, bytes32 indexed digest, address indexed approver);
 
@@ -56,9 +68,14 @@ contract DeviceRegistry is AccessControl {
     error UnknownDevice(bytes32 deviceId);
     error DeviceInactive(bytes32 deviceId);
     error AttestationIndexOutOfRange(bytes32 deviceId, uint256 index);
+    error InvalidAccount(address account);
 
-    constructor(address admin, address operator, address notary) {
-        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    /// @param adminDelay seconds between scheduling and accepting an admin transfer.
+    constructor(uint48 adminDelay, address admin, address operator, address notary)
+        AccessControlDefaultAdminRules(adminDelay, admin)
+    {
+        if (operator == address(0)) revert InvalidAccount(operator);
+        if (notary == address(0)) revert InvalidAccount(notary);
         _grantRole(OPERATOR_ROLE, operator);
         _grantRole(NOTARY_ROLE, notary);
     }
@@ -83,11 +100,23 @@ contract DeviceRegistry is AccessControl {
         }
     }
 
-    /// @notice Record the firmware digest a device reported in authenticated telemetry.
+    /// @notice Record the firmware digest a device reported in the authenticated telemetry
+    ///         message `sequence`. A repeat of the same (device, digest, sequence) changes
+    ///         nothing and emits {AttestationSkipped}.
     /// @return trusted the device's trust status after this attestation.
-    function attestFirmware(bytes32 deviceId, bytes32 digest) external onlyRole(NOTARY_ROLE) returns (bool trusted) {
+    function attestFirmware(bytes32 deviceId, bytes32 digest, uint64 sequence)
+        external
+        onlyRole(NOTARY_ROLE)
+        returns (bool trusted)
+    {
         if (digest == bytes32(0)) revert InvalidDigest();
         Device storage device = _activeDevice(deviceId);
+        bytes32 key = keccak256(abi.encode(deviceId, digest, sequence));
+        if (_attested[key]) {
+            emit AttestationSkipped(deviceId, digest, sequence);
+            return device.lastFirmware == device.approvedFirmware;
+        }
+        _attested[key] = true;
         bytes32 previous = device.lastFirmware;
         bool changed = previous != bytes32(0) && previous != digest;
         if (device.approvedFirmware == bytes32(0)) {
@@ -97,7 +126,6 @@ contract DeviceRegistry is AccessControl {
             device.lastChangeAt = uint64(block.timestamp);
         }
         if (changed) {
-            device.lastChangeAt = uint64(block.timestamp);
             emit FirmwareChanged(deviceId, previous, digest);
         }
         device.lastFirmware = digest;
@@ -106,13 +134,14 @@ contract DeviceRegistry is AccessControl {
         _attestations[deviceId].push(
             Attestation({
                 digest: digest,
+                sequence: sequence,
                 attestedAt: uint64(block.timestamp),
                 blockNumber: uint64(block.number),
                 changed: changed,
                 trusted: trusted
             })
         );
-        emit FirmwareAttested(deviceId, digest, changed, trusted);
+        emit FirmwareAttested(deviceId, digest, sequence, changed, trusted);
     }
 
     /// @notice Make `digest` the device's approved firmware (re-approval after a change,
@@ -127,6 +156,11 @@ contract DeviceRegistry is AccessControl {
         Device storage device = _activeDevice(deviceId);
         device.active = false;
         emit DeviceDeactivated(deviceId);
+    }
+
+    /// @notice Registered and not deactivated: its telemetry may be recorded.
+    function isActive(bytes32 deviceId) external view returns (bool) {
+        return _devices[deviceId].active;
     }
 
     /// @notice Active and running an approved firmware digest.

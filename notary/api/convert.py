@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from notary.api.schemas import DeviceEventPublic, DevicePublic
-from notary.storage.base import DeviceEvent, DeviceRow
+from notary.api.schemas import AccessTokenPublic, DeviceEventPublic, DevicePublic
+from notary.storage.base import AccessTokenRow, DeviceEvent, DeviceRow
 
-__all__ = ["device_public"]
+__all__ = ["device_public", "token_public"]
+
+
+def token_public(token: AccessTokenRow) -> AccessTokenPublic:
+    return AccessTokenPublic(
+        token_id=token.token_id,
+        role=token.role,
+        device_id=token.device_id,
+        label=token.label,
+        created_at=token.created_at,
+        revoked_at=token.revoked_at,
+    )
 
 
 def device_public(device: DeviceRow, events: list[DeviceEvent]) -> DevicePublic:

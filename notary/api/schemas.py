@@ -11,10 +11,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from notary.storage.base import DeviceEventKind
+from notary.storage.base import AccessRole, DeviceEventKind
 from notary.telemetry import DIGEST_PATTERN
 
 __all__ = [
+    "AccessTokenCreate",
+    "AccessTokenIssued",
+    "AccessTokenPublic",
     "DeviceCreate",
     "DeviceEventPublic",
     "DevicePublic",
@@ -24,6 +27,7 @@ __all__ = [
     "Problem",
     "Readiness",
     "ReadinessCheck",
+    "Redeployment",
     "TelemetryAccepted",
 ]
 
@@ -123,6 +127,46 @@ class DevicePublic(BaseModel):
     attestation_count: int
     last_change_at: float | None
     history: list[DeviceEventPublic]
+
+
+class AccessTokenCreate(BaseModel):
+    """Admin request: a token for the disclosed view of receipts (plaintext and salt)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: AccessRole = Field(description="owner: one device's records; auditor: every device's")
+    device_id: str | None = Field(
+        default=None, max_length=32, description="The device an owner token covers"
+    )
+    label: str = Field(min_length=1, max_length=64, description="Whom it was issued to")
+
+
+class AccessTokenPublic(BaseModel):
+    """An access token as listed: never the token itself."""
+
+    token_id: str = Field(description="Public handle: first 12 hex digits of its SHA-256")
+    role: AccessRole
+    device_id: str | None
+    label: str
+    created_at: float
+    revoked_at: float | None
+
+
+class AccessTokenIssued(AccessTokenPublic):
+    """A new token: ``token`` is shown this once and stored only as its hash."""
+
+    token: str
+
+
+class Redeployment(BaseModel):
+    """Answer to a redeployment: the new contracts and what goes to them again."""
+
+    chain_id: int
+    registry: str
+    notary: str
+    batches: int = Field(description="Batches sent back to be anchored in the new contracts")
+    records: int
+    device_events: int
 
 
 class Health(BaseModel):

@@ -118,6 +118,16 @@ class AnvilNode:
         if process.stderr is not None:
             process.stderr.close()
 
+    def kill(self) -> None:
+        """SIGKILL: the node dies without dumping its state (a crash)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.kill()
+        process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()
+
     def restart(self) -> None:
         self.stop()
         self.start()

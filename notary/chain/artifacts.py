@@ -12,11 +12,17 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-__all__ = ["BUILD_DIR", "ContractArtifact", "load_artifact"]
+from eth_typing import ABIEvent
+from eth_utils.abi import event_abi_to_log_topic
+
+__all__ = ["BUILD_DIR", "LEGACY_DIR", "ContractArtifact", "load_artifact"]
 
 BUILD_DIR = Path(__file__).parent / "contracts"
+#: Artifacts of superseded builds (``<Name>-v1.json``): receipts anchored by them still
+#: verify, and a data directory still pointing at them is recognised as a migration.
+LEGACY_DIR = BUILD_DIR / "legacy"
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,13 @@ class ContractArtifact:
     immutable_ranges: tuple[tuple[int, int], ...]
     compiler: str
 
+    def event_topic(self, name: str) -> bytes:
+        """``topics[0]`` of the event ``name``, from the ABI (so it cannot drift)."""
+        for entry in self.abi:
+            if entry.get("type") == "event" and entry.get("name") == name:
+                return bytes(event_abi_to_log_topic(cast(ABIEvent, entry)))
+        raise KeyError(f"{self.name} has no event {name}")
+
     def matches_runtime_code(self, code: bytes) -> bool:
         """Whether ``code`` (from ``eth_getCode``) is this contract's runtime bytecode,
         with the immutable values the constructor wrote masked out."""
@@ -44,7 +57,7 @@ class ContractArtifact:
 
 @functools.cache
 def load_artifact(name: str, build_dir: Path = BUILD_DIR) -> ContractArtifact:
-    """Read ``<build_dir>/<name>.json``."""
+    """Read ``<build_dir>/<name>.json`` (``legacy/<name>-v1`` for a superseded build)."""
     document = json.loads((build_dir / f"{name}.json").read_text("utf-8"))
     ranges = tuple(
         sorted(

@@ -33,6 +33,9 @@ class Deployment:
     registry_tx: str | None = None
     notary_tx: str | None = None
     block_number: int | None = None
+    #: Hash of block 0 when the contracts were deployed: a node with another genesis
+    #: (a reset development chain reuses the chain ID) no longer holds them.
+    genesis_hash: str | None = None
 
 
 def load_deployment(data_dir: Path) -> Deployment | None:

@@ -3,12 +3,16 @@
 Leaf of a record (``TelemetryNotary.leafHash``)::
 
     keccak256(keccak256(abi.encode(bytes32 recordId, bytes32 deviceId, uint64 sequence,
-                                   bytes32 payloadHash, uint8 mode)))
+                                   bytes32 payloadHash, uint8 mode, uint32 keyPath,
+                                   bytes32 firmwareDigest, bool deviceTrusted,
+                                   uint64 sentAtMs, uint64 acceptedAtMs)))
 
-The inner hash is over five 32-byte ABI words; hashing twice means no 64-byte internal
-node can be passed off as a leaf. Internal nodes are ``keccak256(min(a, b) || max(a, b))``
-(sorted pairs), which is what ``MerkleProof.verify`` checks, so a proof is just the list of
-sibling hashes from the leaf up. The tree is the one ``@openzeppelin/merkle-tree`` builds
+The inner hash is over ten 32-byte ABI words, one per claim a receipt makes about the
+record; hashing twice means no 64-byte internal node can be passed off as a leaf (and the
+contract's ``verifyInclusion`` computes the leaf from the fields itself). Internal nodes
+are ``keccak256(min(a, b) || max(a, b))`` (sorted pairs), which is what
+``MerkleProof.verify`` checks, so a proof is just the list of sibling hashes from the leaf
+up. The tree is the one ``@openzeppelin/merkle-tree`` builds
 (leaves sorted by hash, stored as a complete binary tree in an array), so its JavaScript
 library and this module agree on roots and proofs for the same leaves.
 """
@@ -34,6 +38,11 @@ def record_leaf(record: RecordInput) -> bytes:
             record.sequence.to_bytes(32, "big"),
             record.payload_hash,
             int(record.mode).to_bytes(32, "big"),
+            record.key_path.to_bytes(32, "big"),
+            record.firmware_digest,
+            int(record.device_trusted).to_bytes(32, "big"),
+            record.sent_at_ms.to_bytes(32, "big"),
+            record.accepted_at_ms.to_bytes(32, "big"),
         )
     )
     return keccak(keccak(encoded))

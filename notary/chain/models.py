@@ -5,9 +5,12 @@ Encodings (the contracts' NatSpec and ``docs/contracts.md`` say the same):
 * device ID: the UTF-8 device name right-padded with zero bytes to 32 bytes (at most 32
   bytes, no NUL), so a block explorer shows it as readable hex;
 * record ID, payload hash, firmware digest, Merkle root: 32 raw bytes;
-* security mode: ``TelemetryNotary.SecurityMode`` (uint8), 1 = ``otp``, 2 = ``aead``;
+* security mode: ``TelemetryNotary.SecurityMode`` (uint8), 1 = ``otp``, 2 = ``aead``,
+  3 = ``hybrid``;
+* key path: ``uint32``, :meth:`qkd_channel.security_levels.KeyPath.code`;
 * payload hash: whatever 32 bytes the caller commits to; the notary uses
-  ``keccak256(salt || payload)`` with a per-record salt (:mod:`notary.telemetry`).
+  ``keccak256(salt || payload)`` with a secret per-record salt (:mod:`notary.telemetry`);
+* timestamps: the device's (``sentAtMs``) and the notary's (``acceptedAtMs``), Unix ms.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ __all__ = [
 class SecurityMode(enum.IntEnum):
     """``TelemetryNotary.SecurityMode``; the label says what the envelope guaranteed."""
 
-    OTP = 1  #: one-time pad + one-time MAC: information-theoretic security
-    AEAD = 2  #: AES-256-GCM under a QKD session key: computational security
+    OTP = 1  #: one-time pad + one-time Poly1305 key
+    AEAD = 2  #: AES-256-GCM under a QKD session key
+    HYBRID = 3  #: AES-256-GCM under a key from a QKD key and an ML-KEM-768 secret
 
     @property
     def label(self) -> str:
@@ -85,24 +89,49 @@ def decode_device_id(raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class RecordInput:
-    """One record for ``recordBatch`` (and one Merkle leaf for ``anchorRoot``)."""
+    """One record for ``recordBatch`` (and one Merkle leaf for ``anchorRoot``): every
+    field a receipt claims about the record, so the leaf commits to all of them."""
 
     record_id: bytes
     device_id: str
     sequence: int
     payload_hash: bytes
     mode: SecurityMode
+    key_path: int  #: :meth:`qkd_channel.security_levels.KeyPath.code`
+    firmware_digest: bytes
+    device_trusted: bool  #: the device's trust verdict right after this message
+    sent_at_ms: int  #: the device's clock (authenticated envelope header)
+    accepted_at_ms: int  #: the notary's clock when it accepted the envelope
     #: Published in a ``PayloadPublished`` event when non-empty; never stored on-chain.
     payload: bytes = b""
 
     def __post_init__(self) -> None:
         bytes32(self.record_id, "record ID")
         bytes32(self.payload_hash, "payload hash")
+        bytes32(self.firmware_digest, "firmware digest")
         encode_device_id(self.device_id)
-        if not 0 <= self.sequence < 2**64:
-            raise InvalidChainInput("sequence must fit in uint64")
+        for name in ("sequence", "sent_at_ms", "accepted_at_ms"):
+            if not 0 <= getattr(self, name) < 2**64:
+                raise InvalidChainInput(f"{name} must fit in uint64")
+        if not 0 <= self.key_path < 2**32:
+            raise InvalidChainInput("key_path must fit in uint32")
         if not isinstance(self.mode, SecurityMode):
             raise InvalidChainInput("mode must be a SecurityMode")
+
+    def abi_row(self) -> tuple[object, ...]:
+        """The ``RecordInput`` tuple as the contract's ABI takes it."""
+        return (
+            self.record_id,
+            encode_device_id(self.device_id),
+            self.sequence,
+            self.payload_hash,
+            int(self.mode),
+            self.key_path,
+            self.firmware_digest,
+            self.device_trusted,
+            self.sent_at_ms,
+            self.accepted_at_ms,
+        )
 
 
 @dataclass(frozen=True)
@@ -118,11 +147,14 @@ class TxInfo:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """Result of ``recordBatch``: which record IDs were new and which were already stored."""
+    """Result of ``recordBatch``, record IDs by what the contract did with them."""
 
     tx: TxInfo
-    recorded: tuple[bytes, ...]
-    skipped: tuple[bytes, ...]
+    recorded: tuple[bytes, ...]  #: new, stored now
+    skipped: tuple[bytes, ...]  #: stored before with the same content (a retry)
+    #: stored before with other content: (record ID, device ID stored on-chain)
+    conflicts: tuple[tuple[bytes, str], ...] = ()
+    refused: tuple[bytes, ...] = ()  #: the device is not active in the registry
 
 
 @dataclass(frozen=True)
@@ -150,7 +182,7 @@ class OnChainRecord:
     record_id: bytes
     device_id: str
     sequence: int
-    payload_hash: bytes
+    leaf: bytes  #: commits to every field of the record (``leafHash``)
     mode: SecurityMode
     recorded_at: int  #: block timestamp
     block_number: int
@@ -190,6 +222,7 @@ class DeviceAttestation:
     """One entry of ``DeviceRegistry.getAttestation``."""
 
     digest: bytes
+    sequence: int  #: the telemetry message that reported the digest
     attested_at: int
     block_number: int
     changed: bool

@@ -30,10 +30,18 @@ class ChainSettings:
     registry_address: str | None = None
     notary_address: str | None = None
     deploy: bool = True
-    #: A transaction counts as done when its block has this many blocks on top, plus one.
+    #: A transaction is final when its block has ``confirmations - 1`` blocks on top: 1 on
+    #: chains with instant finality (Besu QBFT, the embedded chain); more on chains that
+    #: can reorganise (docs/receipts.md, "Finality").
     confirmations: int = 1
+    #: Seconds between scheduling and accepting a transfer of the contracts' admin role
+    #: (OpenZeppelin AccessControlDefaultAdminRules) in contracts deployed from here.
+    admin_delay_s: int = 2 * 24 * 3600
     gas_margin: float = 1.2
     receipt_timeout_s: float = 120.0
+    #: A sent transaction the node knows neither as mined nor as pending for this long is
+    #: given up (the nonce cache is dropped and the batch is sent again).
+    dropped_after_s: float = 5.0
     poll_interval_s: float = 0.05
     request_timeout_s: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -47,6 +55,8 @@ class ChainSettings:
             raise ValueError("confirmations must be at least 1")
         if self.gas_margin < 1.0:
             raise ValueError("gas_margin must be at least 1.0")
+        if not 0 <= self.admin_delay_s < 2**48:
+            raise ValueError("admin_delay_s must fit in uint48")
 
     @property
     def embedded(self) -> bool:

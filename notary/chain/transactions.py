@@ -9,14 +9,18 @@
   whole transaction through py-evm a second time), gives the block gas limit, and gets the
   same decoded revert or :class:`~notary.errors.BatchTooLarge` from the send itself;
 * nonces come from :class:`~notary.chain.nonces.NonceManager` (thread-safe, resynchronized
-  from the node's pending count after any failure or restart);
+  from the node's pending count after any failure or restart, including a transaction
+  that was sent but not mined in time: a node that lost it, in a rollback or a restart,
+  would otherwise be handed ever higher nonces that can never be mined);
 * a send that failed in transit is retried with the *same signed bytes* and only after
   asking the node whether the transaction already arrived, so nothing executes twice; if
   the node disappears while we send or wait, the caller gets
   :class:`~notary.errors.TransactionNotConfirmed` with the hash to look up later;
 * a transaction is done when its block has ``confirmations - 1`` blocks on top and its
   receipt still points at the same block; a mined revert raises
-  :class:`~notary.errors.TransactionReverted` with the decoded reason.
+  :class:`~notary.errors.TransactionReverted` with the decoded reason. A transaction the
+  node no longer knows at all (neither mined nor pending, for ``dropped_after_s``) is given
+  up at once rather than waited for until the receipt timeout.
 """
 
 from __future__ import annotations
@@ -87,6 +91,11 @@ class TransactionSender:
     def address(self) -> str:
         return str(self._signer.address)
 
+    def resync(self) -> None:
+        """Ask the node for the next nonce before the next transaction (after a rollback
+        the node's count is lower than ours; a nonce past it would never be mined)."""
+        self._nonces.forget()
+
     def rpc(self, what: str, call: Callable[[], T]) -> T:
         """Run one node call under the retry policy."""
         return self._settings.retry.run(what, call)
@@ -138,7 +147,11 @@ class TransactionSender:
                     "being sent; it may or may not have arrived",
                     tx_hash=tx_hash,
                 ) from exc
-        receipt = self._wait(what, tx_hash)
+        try:
+            receipt = self._wait(what, tx_hash)
+        except TransactionNotConfirmed:
+            self._nonces.forget()
+            raise
         if receipt["status"] != 1:
             reason = self._mined_revert_reason(call, gas, receipt)
             raise TransactionReverted(reason, tx_hash=tx_hash)
@@ -227,6 +240,8 @@ class TransactionSender:
         self.rpc("eth_sendRawTransaction", send_once)
 
     def _known(self, tx_hash: str) -> bool:
+        """Whether the node has the transaction, mined or pending (one call, no retry:
+        callers run it under their own retry)."""
         try:
             self._w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
         except TransactionNotFound:
@@ -235,14 +250,27 @@ class TransactionSender:
 
     def _wait(self, what: str, tx_hash: str) -> TxReceipt:
         """Poll until the receipt has the configured confirmations on a stable block."""
-        deadline = time.monotonic() + self._settings.receipt_timeout_s
+        started = time.monotonic()
+        deadline = started + self._settings.receipt_timeout_s
         delay = self._settings.poll_interval_s
+        known_at = started
         try:
             while True:
                 receipt = self.receipt(tx_hash)
                 if receipt is not None and self._confirmed(receipt, tx_hash):
                     return receipt
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if receipt is not None or self.rpc(
+                    "eth_getTransactionByHash", lambda: self._known(tx_hash)
+                ):
+                    known_at = now
+                elif now - known_at >= self._settings.dropped_after_s:
+                    raise TransactionNotConfirmed(
+                        f"{what} transaction {tx_hash} is neither mined nor pending on the "
+                        "node any more (dropped, or lost in a rollback)",
+                        tx_hash=tx_hash,
+                    )
+                if now >= deadline:
                     raise TransactionNotConfirmed(
                         f"{what} transaction {tx_hash} not confirmed within "
                         f"{self._settings.receipt_timeout_s:.0f}s",

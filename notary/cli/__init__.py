@@ -23,8 +23,9 @@ def _register() -> None:
     from notary.cli.keystore import keystore
     from notary.cli.receipt import receipt
     from notary.cli.serve import serve
+    from notary.cli.token import token
 
-    for command in (init, serve, device, receipt, demo, keystore, chain):
+    for command in (init, serve, device, token, receipt, demo, keystore, chain):
         main.add_command(command)
 
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 import httpx
+from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
 
 from notary.chain.client import ChainClient
@@ -30,7 +31,9 @@ from qkd_channel.errors import QKDError
 __all__ = [
     "KEYSTORE_FILE",
     "AdminAPI",
+    "admin_connection",
     "chain_settings",
+    "load_service_signer",
     "open_chain",
     "password_file_option",
     "settings_from",
@@ -118,6 +121,33 @@ password_file_option = click.option(
 )
 
 
+def admin_connection(func: F) -> F:
+    """``--notary``, ``--data-dir``, ``--token-file`` and ``--json`` of admin commands."""
+    func = click.option("--json", "as_json", is_flag=True, help="Print the notary's JSON answer.")(
+        func
+    )
+    func = click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Admin token (default: <data-dir>/admin.token).",
+    )(func)
+    func = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="QKD_NOTARY_DATA_DIR",
+        default="notary-data",
+        show_default=True,
+    )(func)
+    return click.option(
+        "--notary",
+        "url",
+        envvar="QKD_NOTARY_URL",
+        default="http://127.0.0.1:8080",
+        show_default=True,
+        help="The notary's base URL [env QKD_NOTARY_URL].",
+    )(func)
+
+
 class AdminAPI:
     """The notary's HTTP API as the operator's CLI uses it (admin token from the data dir)."""
 
@@ -163,12 +193,17 @@ def chain_settings(settings: NotarySettings, *, deploy: bool) -> ChainSettings:
     )
 
 
+def load_service_signer(settings: NotarySettings, password_file: Path | None) -> LocalAccount:
+    """Decrypt the data directory's keystore (the notary service's signing key)."""
+    keystore = settings.data_dir / KEYSTORE_FILE
+    if not keystore.is_file():
+        raise click.ClickException(f"no keystore at {keystore}: run `qkd-notary init` first")
+    return load_signer(keystore, read_password(password_file=password_file))
+
+
 def open_chain(
     settings: NotarySettings, password_file: Path | None, *, deploy: bool
 ) -> ChainClient:
     """Decrypt the data directory's keystore and connect to (or deploy) the contracts."""
-    keystore = settings.data_dir / KEYSTORE_FILE
-    if not keystore.is_file():
-        raise click.ClickException(f"no keystore at {keystore}: run `qkd-notary init` first")
-    signer = load_signer(keystore, read_password(password_file=password_file))
+    signer = load_service_signer(settings, password_file)
     return ChainClient.open(chain_settings(settings, deploy=deploy), signer)

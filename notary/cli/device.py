@@ -3,45 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from notary.cli.common import AdminAPI, user_errors
+from notary.cli.common import AdminAPI, admin_connection, user_errors
 
 __all__ = ["device"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _connection(func: F) -> F:
-    func = click.option("--json", "as_json", is_flag=True, help="Print the notary's JSON answer.")(
-        func
-    )
-    func = click.option(
-        "--token-file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Admin token (default: <data-dir>/admin.token).",
-    )(func)
-    func = click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="QKD_NOTARY_DATA_DIR",
-        default="notary-data",
-        show_default=True,
-    )(func)
-    return click.option(
-        "--notary",
-        "url",
-        envvar="QKD_NOTARY_URL",
-        default="http://127.0.0.1:8080",
-        show_default=True,
-        help="The notary's base URL [env QKD_NOTARY_URL].",
-    )(func)
 
 
 def _api(url: str, data_dir: Path, token_file: Path | None) -> AdminAPI:
@@ -83,7 +54,7 @@ def device() -> None:
 @click.option("--sae", "sae_id", required=True, help="The device's SAE ID at its KME.")
 @click.option("--owner", default="", help="Free-form owner label.")
 @click.option("--expected-digest", default=None, help="Firmware digest it must report (hex).")
-@_connection
+@admin_connection
 @user_errors
 def register(
     device_id: str,
@@ -103,7 +74,7 @@ def register(
 
 
 @device.command("list")
-@_connection
+@admin_connection
 @user_errors
 def list_devices(url: str, data_dir: Path, token_file: Path | None, as_json: bool) -> None:
     """All registered devices with trust status."""
@@ -112,7 +83,7 @@ def list_devices(url: str, data_dir: Path, token_file: Path | None, as_json: boo
 
 @device.command("show")
 @click.argument("device_id")
-@_connection
+@admin_connection
 @user_errors
 def show(device_id: str, url: str, data_dir: Path, token_file: Path | None, as_json: bool) -> None:
     """One device and its attestation history."""
@@ -122,7 +93,7 @@ def show(device_id: str, url: str, data_dir: Path, token_file: Path | None, as_j
 @device.command("approve")
 @click.argument("device_id")
 @click.argument("digest")
-@_connection
+@admin_connection
 @user_errors
 def approve(
     device_id: str, digest: str, url: str, data_dir: Path, token_file: Path | None, as_json: bool
@@ -136,7 +107,7 @@ def approve(
 
 @device.command("deactivate")
 @click.argument("device_id")
-@_connection
+@admin_connection
 @user_errors
 def deactivate(
     device_id: str, url: str, data_dir: Path, token_file: Path | None, as_json: bool

@@ -1,10 +1,12 @@
 """The explorer's pages: server-rendered HTML over the service, its store and its chain.
 
 Read-only by construction: the routes call only read methods of the store, the chain view
-(:mod:`notary.explorer.chain_view`) and receipt verification; the one POST (``/verify``)
-checks a pasted receipt and stores nothing. Pages never show key material, payloads, the
-admin token or the node URL (it may carry credentials); receipts show only what receipts
-publish anyway.
+(:mod:`notary.explorer.chain_view`) and receipt verification; the POSTs check a pasted
+receipt, or sign a viewer in and out (a cookie), and store nothing. Pages never show key
+material, the admin token or the node URL (it may carry credentials). By default they
+show the public view (hashes, proofs, chain coordinates); a viewer signed in with an owner
+or auditor token (``qkd-notary token issue``) also sees the plaintexts and salts that
+token covers (:mod:`notary.access`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from notary.access import PUBLIC, Viewer
 from notary.api.bounded import BoundedJSONRoute
 from notary.api.deps import ServiceDep
-from notary.errors import DeviceNotFound, RecordNotFound, ServiceUnavailable
+from notary.errors import AccessDenied, DeviceNotFound, RecordNotFound, ServiceUnavailable
 from notary.explorer.chain_view import ChainView
 from notary.explorer.stats import metric_values, per_minute
 from notary.explorer.templating import STATIC_DIR, templates
@@ -32,7 +35,29 @@ from notary.storage.base import RecordBrowser
 
 __all__ = ["install_explorer", "router"]
 
-router = APIRouter(prefix="/explorer", include_in_schema=False, route_class=BoundedJSONRoute)
+#: The cookie holding a signed-in viewer's token (HttpOnly, SameSite=Strict, /explorer only).
+SESSION_COOKIE = "qkdn_explorer"
+
+
+async def _identify(request: Request) -> None:
+    """Who is looking: the token in the session cookie, else the public."""
+    service: NotaryService = request.app.state.service
+    viewer = PUBLIC
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        try:
+            viewer = await service.viewer(token)
+        except AccessDenied:
+            viewer = PUBLIC  # revoked since sign-in: the page says "sign in"
+    request.state.viewer = viewer
+
+
+router = APIRouter(
+    prefix="/explorer",
+    include_in_schema=False,
+    route_class=BoundedJSONRoute,
+    dependencies=[Depends(_identify)],
+)
 _root = APIRouter(include_in_schema=False, route_class=BoundedJSONRoute)
 
 #: The dashboard's rate window and the most records it reads to draw it.
@@ -61,7 +86,11 @@ def _page(
     request: Request, template: str, context: dict[str, Any], *, status_code: int = 200
 ) -> HTMLResponse:
     service: NotaryService = request.app.state.service
-    base = {"notary_id": service.settings.notary_id, "chain": ChainView.of(service.chain)}
+    base = {
+        "notary_id": service.settings.notary_id,
+        "chain": ChainView.of(service.chain),
+        "viewer": _viewer_of(request),
+    }
     return templates.TemplateResponse(
         request,
         template,
@@ -77,6 +106,11 @@ def _not_found(request: Request, what: str, query: str) -> HTMLResponse:
 
 def _unavailable(request: Request, exc: ServiceUnavailable) -> HTMLResponse:
     return _page(request, "unavailable.html", {"reason": exc.detail}, status_code=503)
+
+
+def _viewer_of(request: Request) -> Viewer:
+    viewer: Viewer = getattr(request.state, "viewer", PUBLIC)
+    return viewer
 
 
 def _browser(service: NotaryService) -> RecordBrowser | None:
@@ -180,7 +214,7 @@ async def read_record(
     """A record's receipt; with ``?verify_onchain=true`` every check is run and shown."""
     chain = ChainView.of(service.chain)
     try:
-        receipt = await service.receipt(record_id)
+        receipt = await service.receipt(record_id, viewer=_viewer_of(request))
         record = await service.store.get_record(receipt.record_id)
     except RecordNotFound:
         return _not_found(request, "record", record_id)
@@ -188,11 +222,16 @@ async def read_record(
         return _unavailable(request, exc)
     report, chain_error = None, None
     if verify_onchain and chain is not None and receipt.anchor is not None:
-        # The plaintext the notary holds is checked against the salted hash (never shown).
-        payload = record.payload if record is not None else None
+        # The notary's plaintext and salt are checked against the hash (shown only to
+        # viewers entitled to them, in the receipt's disclosure).
         try:
             report = await asyncio.to_thread(
-                verify, receipt, chain.w3, payload=payload, expected_contract=chain.notary_address
+                verify,
+                receipt,
+                chain.w3,
+                payload=None if record is None else record.payload,
+                salt=None if record is None else record.salt,
+                expected_contract=chain.notary_address,
             )
         except ServiceUnavailable as exc:
             chain_error = exc.detail
@@ -234,6 +273,7 @@ async def verify_pasted_receipt(request: Request, service: ServiceDep) -> HTMLRe
         fields = {}
     pasted = fields.get("receipt", [""])[0]
     plaintext = fields.get("payload", [""])[0]
+    salt_hex = fields.get("salt", [""])[0].strip()
     chain = ChainView.of(service.chain)
     report, chain_error = None, None
     if chain is None:
@@ -245,6 +285,7 @@ async def verify_pasted_receipt(request: Request, service: ServiceDep) -> HTMLRe
                 pasted,
                 chain.w3,
                 payload=plaintext.encode("utf-8") if plaintext else None,
+                salt=_salt(salt_hex),
                 expected_contract=chain.notary_address,
             )
         except ServiceUnavailable as exc:
@@ -255,6 +296,63 @@ async def verify_pasted_receipt(request: Request, service: ServiceDep) -> HTMLRe
         {"pasted": pasted, "report": report, "chain_error": chain_error},
         status_code=200 if report is not None else 503,
     )
+
+
+def _salt(text: str) -> bytes | None:
+    """A pasted 32-byte hex salt, or ``None`` (a malformed one is no salt at all)."""
+    try:
+        raw = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        return None
+    return raw if len(raw) == 32 else None
+
+
+@router.get("/signin", name="explorer_signin_form")
+async def read_signin_form(request: Request) -> HTMLResponse:
+    """Sign in with an owner or auditor token to see the readings it covers."""
+    return _page(request, "signin.html", {"error": None})
+
+
+@router.post("/signin", name="explorer_signin")
+async def sign_in(request: Request, service: ServiceDep) -> Response:
+    """Check the token and keep it in an HttpOnly, SameSite=Strict cookie."""
+    body = await request.body()
+    try:
+        fields = parse_qs(body[:4096].decode("utf-8", errors="replace"), max_num_fields=2)
+    except ValueError:
+        fields = {}
+    token = fields.get("token", [""])[0].strip()
+    try:
+        viewer = await service.viewer(token) if token else None
+    except AccessDenied:
+        viewer = None
+    if viewer is None:
+        return _page(request, "signin.html", {"error": "unknown or revoked token"}, status_code=401)
+    response = RedirectResponse("/explorer/", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=_https(request),
+        path="/explorer",
+        max_age=8 * 3600,
+    )
+    return response
+
+
+@router.post("/signout", name="explorer_signout")
+async def sign_out() -> Response:
+    """Forget the session cookie."""
+    response = RedirectResponse("/explorer/", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/explorer")
+    return response
+
+
+def _https(request: Request) -> bool:
+    """Whether the viewer reached us over HTTPS (directly, or through the proxy)."""
+    forwarded = request.headers.get("x-forwarded-proto", "")
+    return request.url.scheme == "https" or forwarded.split(",")[0].strip() == "https"
 
 
 @router.get("/blocks", name="explorer_blocks")

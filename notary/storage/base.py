@@ -7,7 +7,9 @@ API converts into its own public schemas, never serialises directly.
 
 Outbox lifecycle (:class:`RecordStatus`): ``ACCEPTED`` → ``SUBMITTED`` → ``ANCHORED``. A
 record enters the outbox in the same transaction that advances its device's sequence and
-records its attestation, so a ``202 Accepted`` is only ever answered for a durable row.
+records its attestation, so a ``202 Accepted`` is only ever answered for a durable row. A
+chain that loses the block holding a batch (a rollback, a reset) sends the batch back:
+``ANCHORED`` → ``SUBMITTED`` → ``ANCHORED`` again, in a block that holds it.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from notary.config import AnchorMode
 
 __all__ = [
     "AcceptOutcome",
+    "AccessRole",
+    "AccessTokenRow",
     "BatchRow",
     "BatchStatus",
     "ConsumedKey",
@@ -41,7 +45,16 @@ class RecordStatus(enum.StrEnum):
 
     ACCEPTED = "accepted"  #: durable in the outbox, answered 202, not yet in a batch
     SUBMITTED = "submitted"  #: assigned to a batch whose transaction is (being) sent
-    ANCHORED = "anchored"  #: the batch transaction is confirmed on-chain
+    ANCHORED = "anchored"  #: the batch transaction is final on-chain
+    #: refused by the contract: the device was not active in the DeviceRegistry (terminal)
+    REFUSED = "refused"
+    #: the contract already holds this record ID with other content (terminal, alarming)
+    CONFLICT = "conflict"
+
+    @property
+    def in_outbox(self) -> bool:
+        """Still on its way to the chain."""
+        return self in (RecordStatus.ACCEPTED, RecordStatus.SUBMITTED)
 
 
 class BatchStatus(enum.StrEnum):
@@ -60,6 +73,45 @@ class DeviceEventKind(enum.StrEnum):
     DIGEST_CHANGED = "digest-changed"  #: the device reported a different digest
     APPROVED = "approved"  #: an operator approved a digest (device trusted again)
     DEACTIVATED = "deactivated"  #: admin deactivated the device; its envelopes are refused
+
+
+class AccessRole(enum.StrEnum):
+    """Who may read a record's plaintext and salt besides the notary (docs/receipts.md)."""
+
+    AUDITOR = "auditor"  #: every device's records
+    OWNER = "owner"  #: the records of one device
+
+
+@dataclass(frozen=True)
+class AccessTokenRow:
+    """A bearer token for the full view of receipts; only its SHA-256 is stored."""
+
+    token_id: str  #: public handle (first 12 hex digits of the hash), for listing/revoking
+    token_hash: str = field(repr=False)
+    role: AccessRole
+    device_id: str | None  #: the device an OWNER token covers
+    label: str
+    created_at: float
+    revoked_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> AccessTokenRow:
+        """From ``token_id, token_hash, role, device_id, label, created_at, revoked_at``."""
+        return cls(
+            token_id=row[0],
+            token_hash=row[1],
+            role=AccessRole(row[2]),
+            device_id=row[3],
+            label=row[4],
+            created_at=float(row[5]),
+            revoked_at=None if row[6] is None else float(row[6]),
+        )
+
+    def covers(self, device_id: str) -> bool:
+        """Whether this token may see ``device_id``'s plaintext and salts."""
+        if self.revoked_at is not None:
+            return False
+        return self.role is AccessRole.AUDITOR or self.device_id == device_id
 
 
 @dataclass(frozen=True)
@@ -123,6 +175,7 @@ class NewRecord:
     envelope_digest: str
     sent_at_ms: int
     accepted_at: float
+    key_path: int  #: :meth:`qkd_channel.security_levels.KeyPath.code`
 
 
 @dataclass(frozen=True)
@@ -143,6 +196,12 @@ class RecordRow:
     status: RecordStatus
     batch_id: int | None
     leaf_index: int | None
+    key_path: int  #: :meth:`qkd_channel.security_levels.KeyPath.code` (0: unreported)
+
+    @property
+    def accepted_at_ms(self) -> int:
+        """The notary's acceptance time as committed on-chain (Unix milliseconds)."""
+        return int(self.accepted_at * 1000)
 
 
 @dataclass(frozen=True)
@@ -239,6 +298,10 @@ class Store(Protocol):
     async def pending_records(self, limit: int) -> list[RecordRow]:
         """ACCEPTED records not in any batch, in acceptance order."""
 
+    async def unanchored_before(self, device_id: str, at: float) -> bool:
+        """Whether records of ``device_id`` accepted at or before ``at`` still wait for
+        the chain (accepted or submitted)."""
+
     async def create_batch(
         self, mode: AnchorMode, record_ids: Sequence[str], root: str | None, *, now: float
     ) -> BatchRow:
@@ -259,8 +322,47 @@ class Store(Protocol):
         block_hash: str,
         block_timestamp: int,
         now: float,
+        unrecorded: Mapping[str, RecordStatus] | None = None,
     ) -> None:
-        """Move the batch and its records to ANCHORED."""
+        """Move the batch and its records to ANCHORED, except the members ``unrecorded``
+        names, which get the (terminal) status given there."""
+
+    async def anchored_batches(self, *, from_block: int = 0) -> list[BatchRow]:
+        """ANCHORED batches at or above ``from_block``, by block then batch number."""
+
+    async def latest_anchored_batch(self) -> BatchRow | None:
+        """The ANCHORED batch in the highest block (the reconciler's cheap probe)."""
+
+    async def requeue_batches(
+        self, batch_ids: Sequence[int], *, roots: Mapping[int, str] | None = None
+    ) -> int:
+        """Send batches the chain lost back to PENDING (their members to SUBMITTED, their
+        chain coordinates cleared), replacing the roots ``roots`` names; returns how many
+        records that touched."""
+
+    async def mirrored_device_events(self) -> list[DeviceEvent]:
+        """Events already sent to the chain, oldest first (the reconciler re-checks them)."""
+
+    async def requeue_device_events(self, from_event_id: int) -> int:
+        """Mark ``from_event_id`` and every later event unmirrored; returns how many."""
+
+    # -- access tokens ---------------------------------------------------------------
+    async def create_access_token(
+        self,
+        token_hash: str,
+        *,
+        role: AccessRole,
+        device_id: str | None,
+        label: str,
+        now: float,
+    ) -> AccessTokenRow: ...
+
+    async def find_access_token(self, token_hash: str) -> AccessTokenRow | None: ...
+
+    async def list_access_tokens(self) -> list[AccessTokenRow]: ...
+
+    async def revoke_access_token(self, token_id: str, *, now: float) -> AccessTokenRow:
+        """Revoke by public ID (raises ``TokenNotFound``); revoking twice is harmless."""
 
     async def unfinished_batches(self) -> list[BatchRow]:
         """PENDING or SENT batches, oldest first (resumed after a crash)."""

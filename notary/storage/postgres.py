@@ -56,11 +56,14 @@ from notary.errors import (
     DeviceNotFound,
     InvalidTransition,
     StorageUnavailable,
+    TokenNotFound,
 )
 from notary.logging import log_event
 from notary.storage.admission import admit
 from notary.storage.base import (
     AcceptOutcome,
+    AccessRole,
+    AccessTokenRow,
     BatchRow,
     BatchStatus,
     ConsumedKey,
@@ -163,6 +166,20 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             consumed_at DOUBLE PRECISION NOT NULL
         )""",
     ),
+    2: (
+        "ALTER TABLE records ADD COLUMN key_path INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX batches_anchored ON batches(block_number, batch_id)"
+        " WHERE status = 'anchored'",
+        """CREATE TABLE access_tokens (
+            token_id TEXT PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL,
+            device_id TEXT REFERENCES devices(device_id),
+            label TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION
+        )""",
+    ),
 }
 #: The schema version this build writes; a database at a newer version is refused.
 SCHEMA_VERSION = max(_MIGRATIONS)
@@ -174,8 +191,9 @@ _DEVICE_COLUMNS = (
 _RECORD_COLUMNS = (
     "record_id, device_id, sequence, key_ids, mode, payload, payload_hash, salt,"
     " firmware_digest, envelope_digest, sent_at_ms, accepted_at, device_trusted, status,"
-    " batch_id, leaf_index"
+    " batch_id, leaf_index, key_path"
 )
+_TOKEN_COLUMNS = "token_id, token_hash, role, device_id, label, created_at, revoked_at"
 _BATCH_SELECT = (
     "SELECT b.batch_id, b.mode, b.root, b.status, b.created_at, b.tx_hash, b.block_number,"
     " b.block_hash, b.block_timestamp, b.anchored_at,"
@@ -582,7 +600,7 @@ class PostgresStore:
                 )
             record_cursor = await conn.execute(
                 f"INSERT INTO records({_RECORD_COLUMNS}) VALUES"
-                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL)"
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, %s)"
                 f" RETURNING {_RECORD_COLUMNS}",
                 (
                     record.record_id,
@@ -599,6 +617,7 @@ class PostgresStore:
                     record.accepted_at,
                     result.trusted,
                     RecordStatus.ACCEPTED.value,
+                    record.key_path,
                 ),
             )
             await _insert_consumed(
@@ -625,7 +644,9 @@ class PostgresStore:
 
     async def outbox_depth(self) -> int:
         async def query(conn: Conn) -> int:
-            cursor = await conn.execute("SELECT count(*) FROM records WHERE status <> 'anchored'")
+            cursor = await conn.execute(
+                "SELECT count(*) FROM records WHERE status IN ('accepted', 'submitted')"
+            )
             return int((await _one(cursor))[0])
 
         return await self._read(query)
@@ -637,6 +658,15 @@ class PostgresStore:
             (limit,),
             _record,
         )
+
+    async def unanchored_before(self, device_id: str, at: float) -> bool:
+        found = await self._select(
+            "SELECT 1 FROM records WHERE device_id = %s"
+            " AND status IN ('accepted', 'submitted') AND accepted_at <= %s LIMIT 1",
+            (device_id, at),
+            lambda row: True,
+        )
+        return bool(found)
 
     # -- explorer listings (RecordBrowser) -------------------------------------------
     async def recent_records(self, limit: int, *, device_id: str | None = None) -> list[RecordRow]:
@@ -731,6 +761,7 @@ class PostgresStore:
         block_hash: str,
         block_timestamp: int,
         now: float,
+        unrecorded: Mapping[str, RecordStatus] | None = None,
     ) -> None:
         async def job(conn: Conn) -> None:
             cursor = await conn.execute(
@@ -754,8 +785,126 @@ class PostgresStore:
                 "UPDATE records SET status = %s WHERE batch_id = %s",
                 (RecordStatus.ANCHORED.value, batch_id),
             )
+            async with conn.cursor() as many:
+                await many.executemany(
+                    "UPDATE records SET status = %s WHERE batch_id = %s AND record_id = %s",
+                    [(status.value, batch_id, rid) for rid, status in (unrecorded or {}).items()],
+                )
 
         await self._write(job)
+
+    async def anchored_batches(self, *, from_block: int = 0) -> list[BatchRow]:
+        return await self._select(
+            f"{_BATCH_SELECT} WHERE b.status = %s AND b.block_number >= %s"
+            " ORDER BY b.block_number, b.batch_id",
+            (BatchStatus.ANCHORED.value, from_block),
+            _batch,
+        )
+
+    async def latest_anchored_batch(self) -> BatchRow | None:
+        found = await self._select(
+            f"{_BATCH_SELECT} WHERE b.status = %s"
+            " ORDER BY b.block_number DESC, b.batch_id DESC LIMIT 1",
+            (BatchStatus.ANCHORED.value,),
+            _batch,
+        )
+        return found[0] if found else None
+
+    async def requeue_batches(
+        self, batch_ids: Sequence[int], *, roots: Mapping[int, str] | None = None
+    ) -> int:
+        ids = list(batch_ids)
+        new_roots = dict(roots or {})
+
+        async def job(conn: Conn) -> int:
+            touched = 0
+            for batch_id in ids:
+                cursor = await conn.execute(
+                    "UPDATE batches SET status = %s, tx_hash = NULL, block_number = NULL,"
+                    " block_hash = NULL, block_timestamp = NULL, anchored_at = NULL,"
+                    " root = COALESCE(%s, root) WHERE batch_id = %s",
+                    (BatchStatus.PENDING.value, new_roots.get(batch_id), batch_id),
+                )
+                if cursor.rowcount != 1:
+                    raise InvalidTransition(f"batch {batch_id} does not exist")
+                cursor = await conn.execute(
+                    "UPDATE records SET status = %s WHERE batch_id = %s",
+                    (RecordStatus.SUBMITTED.value, batch_id),
+                )
+                touched += cursor.rowcount
+            return touched
+
+        return await self._write(job)
+
+    async def mirrored_device_events(self) -> list[DeviceEvent]:
+        return await self._select(
+            f"SELECT {_EVENT_COLUMNS} FROM device_events WHERE chain_tx_hash IS NOT NULL"
+            " ORDER BY event_id",
+            (),
+            _event,
+        )
+
+    async def requeue_device_events(self, from_event_id: int) -> int:
+        async def job(conn: Conn) -> int:
+            cursor = await conn.execute(
+                "UPDATE device_events SET chain_tx_hash = NULL"
+                " WHERE event_id >= %s AND chain_tx_hash IS NOT NULL",
+                (from_event_id,),
+            )
+            return cursor.rowcount
+
+        return await self._write(job)
+
+    # -- access tokens ---------------------------------------------------------------
+    async def create_access_token(
+        self,
+        token_hash: str,
+        *,
+        role: AccessRole,
+        device_id: str | None,
+        label: str,
+        now: float,
+    ) -> AccessTokenRow:
+        async def job(conn: Conn) -> AccessTokenRow:
+            if device_id is not None and await _fetch_device(conn, device_id) is None:
+                raise DeviceNotFound(f"no device {device_id!r}")
+            cursor = await conn.execute(
+                f"INSERT INTO access_tokens({_TOKEN_COLUMNS})"
+                f" VALUES (%s, %s, %s, %s, %s, %s, NULL) RETURNING {_TOKEN_COLUMNS}",
+                (token_hash[:12], token_hash, role.value, device_id, label, now),
+            )
+            return AccessTokenRow.from_row(await _one(cursor))
+
+        return await self._write(job)
+
+    async def find_access_token(self, token_hash: str) -> AccessTokenRow | None:
+        found = await self._select(
+            f"SELECT {_TOKEN_COLUMNS} FROM access_tokens WHERE token_hash = %s",
+            (token_hash,),
+            AccessTokenRow.from_row,
+        )
+        return found[0] if found else None
+
+    async def list_access_tokens(self) -> list[AccessTokenRow]:
+        return await self._select(
+            f"SELECT {_TOKEN_COLUMNS} FROM access_tokens ORDER BY created_at, token_id",
+            (),
+            AccessTokenRow.from_row,
+        )
+
+    async def revoke_access_token(self, token_id: str, *, now: float) -> AccessTokenRow:
+        async def job(conn: Conn) -> AccessTokenRow:
+            cursor = await conn.execute(
+                "UPDATE access_tokens SET revoked_at = COALESCE(revoked_at, %s)"
+                f" WHERE token_id = %s RETURNING {_TOKEN_COLUMNS}",
+                (now, token_id),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                raise TokenNotFound(f"no access token {token_id!r}")
+            return AccessTokenRow.from_row(row)
+
+        return await self._write(job)
 
     async def unfinished_batches(self) -> list[BatchRow]:
         return await self._select(
@@ -938,6 +1087,7 @@ def _record(row: Sequence[Any]) -> RecordRow:
         status=RecordStatus(row[13]),
         batch_id=None if row[14] is None else int(row[14]),
         leaf_index=row[15],
+        key_path=int(row[16]),
     )
 
 

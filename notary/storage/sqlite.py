@@ -33,10 +33,13 @@ from notary.errors import (
     InvalidTransition,
     NotaryError,
     StorageUnavailable,
+    TokenNotFound,
 )
 from notary.storage.admission import admit
 from notary.storage.base import (
     AcceptOutcome,
+    AccessRole,
+    AccessTokenRow,
     BatchRow,
     BatchStatus,
     ConsumedKey,
@@ -53,7 +56,7 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -99,7 +102,8 @@ CREATE TABLE IF NOT EXISTS records (
     device_trusted INTEGER NOT NULL,
     status TEXT NOT NULL,
     batch_id INTEGER REFERENCES batches(batch_id),
-    leaf_index INTEGER
+    leaf_index INTEGER,
+    key_path INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS records_by_status ON records(status, position);
 CREATE INDEX IF NOT EXISTS records_by_envelope ON records(envelope_digest);
@@ -123,7 +127,29 @@ CREATE TABLE IF NOT EXISTS consumed_keys (
     record_id TEXT,
     consumed_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS access_tokens (
+    token_id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    device_id TEXT,
+    label TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
 """
+
+#: Changes from one schema version to the next, for databases created by older builds
+#: (``_SCHEMA`` already creates the newest tables for new ones).
+_UPGRADES: dict[int, tuple[tuple[str, str, str], ...]] = {
+    2: (
+        (
+            "records",
+            "key_path",
+            "ALTER TABLE records ADD COLUMN key_path INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
+}
+_BATCH_ORDER = "ORDER BY block_number, batch_id"
 
 _DEVICE_COLUMNS = (
     "device_id, sae_id, owner, approved_digest, current_digest, trusted, active,"
@@ -132,8 +158,9 @@ _DEVICE_COLUMNS = (
 _RECORD_COLUMNS = (
     "record_id, device_id, sequence, key_ids, mode, payload, payload_hash, salt,"
     " firmware_digest, envelope_digest, sent_at_ms, accepted_at, device_trusted, status,"
-    " batch_id, leaf_index"
+    " batch_id, leaf_index, key_path"
 )
+_TOKEN_COLUMNS = "token_id, token_hash, role, device_id, label, created_at, revoked_at"
 _BATCH_COLUMNS = (
     "batch_id, mode, root, status, created_at, tx_hash, block_number, block_hash,"
     " block_timestamp, anchored_at"
@@ -163,11 +190,7 @@ class SQLiteStore:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._max_group = max_group
         self._writer_conn = self._connect()
-        self._writer_conn.executescript(_SCHEMA)
-        self._writer_conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+        _migrate(self._writer_conn)
         self._writes: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         #: Transactions committed by the writer (each one fsync); fewer than writes under
         #: load, which is what group commit is for and what tests can observe.
@@ -465,7 +488,7 @@ class SQLiteStore:
                     record.record_id,
                 )
             conn.execute(
-                f"INSERT INTO records({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO records({_RECORD_COLUMNS}) VALUES ({','.join('?' * 17)})",
                 (
                     record.record_id,
                     record.device_id,
@@ -483,6 +506,7 @@ class SQLiteStore:
                     RecordStatus.ACCEPTED.value,
                     None,
                     None,
+                    record.key_path,
                 ),
             )
             conn.executemany(
@@ -508,7 +532,8 @@ class SQLiteStore:
     async def outbox_depth(self) -> int:
         def query(conn: sqlite3.Connection) -> int:
             row = conn.execute(
-                "SELECT COUNT(*) FROM records WHERE status != ?", (RecordStatus.ANCHORED.value,)
+                "SELECT COUNT(*) FROM records WHERE status IN (?, ?)",
+                (RecordStatus.ACCEPTED.value, RecordStatus.SUBMITTED.value),
             ).fetchone()
             return int(row[0])
 
@@ -521,6 +546,17 @@ class SQLiteStore:
                 (RecordStatus.ACCEPTED.value, limit),
             )
             return [_record(row) for row in rows]
+
+        return await self._read(query)
+
+    async def unanchored_before(self, device_id: str, at: float) -> bool:
+        def query(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM records WHERE device_id = ? AND status IN (?, ?)"
+                " AND accepted_at <= ? LIMIT 1",
+                (device_id, RecordStatus.ACCEPTED.value, RecordStatus.SUBMITTED.value, at),
+            ).fetchone()
+            return row is not None
 
         return await self._read(query)
 
@@ -614,6 +650,7 @@ class SQLiteStore:
         block_hash: str,
         block_timestamp: int,
         now: float,
+        unrecorded: Mapping[str, RecordStatus] | None = None,
     ) -> None:
         def job(conn: sqlite3.Connection) -> None:
             updated = conn.execute(
@@ -636,8 +673,128 @@ class SQLiteStore:
                 "UPDATE records SET status = ? WHERE batch_id = ?",
                 (RecordStatus.ANCHORED.value, batch_id),
             )
+            conn.executemany(
+                "UPDATE records SET status = ? WHERE batch_id = ? AND record_id = ?",
+                [(status.value, batch_id, rid) for rid, status in (unrecorded or {}).items()],
+            )
 
         await self._write(job)
+
+    async def anchored_batches(self, *, from_block: int = 0) -> list[BatchRow]:
+        def query(conn: sqlite3.Connection) -> list[BatchRow]:
+            rows = conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE status = ? AND block_number >= ?"
+                f" {_BATCH_ORDER}",
+                (BatchStatus.ANCHORED.value, from_block),
+            ).fetchall()
+            return [_batch(conn, row) for row in rows]
+
+        return await self._read(query)
+
+    async def latest_anchored_batch(self) -> BatchRow | None:
+        def query(conn: sqlite3.Connection) -> BatchRow | None:
+            row = conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE status = ?"
+                " ORDER BY block_number DESC, batch_id DESC LIMIT 1",
+                (BatchStatus.ANCHORED.value,),
+            ).fetchone()
+            return None if row is None else _batch(conn, row)
+
+        return await self._read(query)
+
+    async def requeue_batches(
+        self, batch_ids: Sequence[int], *, roots: Mapping[int, str] | None = None
+    ) -> int:
+        ids = list(batch_ids)
+        new_roots = dict(roots or {})
+
+        def job(conn: sqlite3.Connection) -> int:
+            touched = 0
+            for batch_id in ids:
+                _require_batch(conn, batch_id)
+                conn.execute(
+                    "UPDATE batches SET status = ?, tx_hash = NULL, block_number = NULL,"
+                    " block_hash = NULL, block_timestamp = NULL, anchored_at = NULL,"
+                    " root = COALESCE(?, root) WHERE batch_id = ?",
+                    (BatchStatus.PENDING.value, new_roots.get(batch_id), batch_id),
+                )
+                touched += conn.execute(
+                    "UPDATE records SET status = ? WHERE batch_id = ?",
+                    (RecordStatus.SUBMITTED.value, batch_id),
+                ).rowcount
+            return touched
+
+        return await self._write(job)
+
+    async def mirrored_device_events(self) -> list[DeviceEvent]:
+        def query(conn: sqlite3.Connection) -> list[DeviceEvent]:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM device_events WHERE chain_tx_hash IS NOT NULL"
+                " ORDER BY event_id"
+            )
+            return [_event(row) for row in rows]
+
+        return await self._read(query)
+
+    async def requeue_device_events(self, from_event_id: int) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE device_events SET chain_tx_hash = NULL"
+                " WHERE event_id >= ? AND chain_tx_hash IS NOT NULL",
+                (from_event_id,),
+            ).rowcount
+
+        return await self._write(job)
+
+    # -- access tokens ---------------------------------------------------------------
+    async def create_access_token(
+        self,
+        token_hash: str,
+        *,
+        role: AccessRole,
+        device_id: str | None,
+        label: str,
+        now: float,
+    ) -> AccessTokenRow:
+        def job(conn: sqlite3.Connection) -> AccessTokenRow:
+            if device_id is not None:
+                _require_device(conn, device_id)
+            conn.execute(
+                f"INSERT INTO access_tokens({_TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,NULL)",
+                (token_hash[:12], token_hash, role.value, device_id, label, now),
+            )
+            return _require_token(conn, token_hash[:12])
+
+        return await self._write(job)
+
+    async def find_access_token(self, token_hash: str) -> AccessTokenRow | None:
+        def query(conn: sqlite3.Connection) -> AccessTokenRow | None:
+            row = conn.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM access_tokens WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
+            return None if row is None else AccessTokenRow.from_row(row)
+
+        return await self._read(query)
+
+    async def list_access_tokens(self) -> list[AccessTokenRow]:
+        def query(conn: sqlite3.Connection) -> list[AccessTokenRow]:
+            rows = conn.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM access_tokens ORDER BY created_at, token_id"
+            )
+            return [AccessTokenRow.from_row(row) for row in rows]
+
+        return await self._read(query)
+
+    async def revoke_access_token(self, token_id: str, *, now: float) -> AccessTokenRow:
+        def job(conn: sqlite3.Connection) -> AccessTokenRow:
+            _require_token(conn, token_id)
+            conn.execute(
+                "UPDATE access_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE token_id = ?",
+                (now, token_id),
+            )
+            return _require_token(conn, token_id)
+
+        return await self._write(job)
 
     async def unfinished_batches(self) -> list[BatchRow]:
         def query(conn: sqlite3.Connection) -> list[BatchRow]:
@@ -663,7 +820,44 @@ class SQLiteStore:
         return await self._read(query)
 
 
+# -- schema ------------------------------------------------------------------------------
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Create the newest schema, or bring an older database up to it.
+
+    Each upgrade step is idempotent (it checks before it alters), so a crash between a
+    step and the version bump is finished by the next start.
+    """
+    row = None
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    current = SCHEMA_VERSION if row is None else int(row[0])
+    if current > SCHEMA_VERSION:
+        raise StorageUnavailable(
+            f"the database schema is version {current}; this build knows up to"
+            f" {SCHEMA_VERSION}: upgrade the notary before pointing it here"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        for table, column, statement in _UPGRADES[version]:
+            columns = {info[1] for info in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                conn.execute(statement)
+    conn.executescript(_SCHEMA)
+    conn.execute(
+        "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+        (str(SCHEMA_VERSION),),
+    )
+
+
 # -- row helpers (run inside the reader or writer thread) --------------------------------
+def _require_token(conn: sqlite3.Connection, token_id: str) -> AccessTokenRow:
+    row = conn.execute(
+        f"SELECT {_TOKEN_COLUMNS} FROM access_tokens WHERE token_id = ?", (token_id,)
+    ).fetchone()
+    if row is None:
+        raise TokenNotFound(f"no access token {token_id!r}")
+    return AccessTokenRow.from_row(row)
+
+
 def _device(row: Sequence[Any]) -> DeviceRow:
     return DeviceRow(
         device_id=row[0],
@@ -739,6 +933,7 @@ def _record(row: Sequence[Any]) -> RecordRow:
         status=RecordStatus(row[13]),
         batch_id=row[14],
         leaf_index=row[15],
+        key_path=int(row[16]),
     )
 
 

@@ -52,6 +52,8 @@ class SimDevice:
     keys: InMemoryKeySource = field(repr=False)
     firmware_digest: str = FIRMWARE_A
     sequence: int = 0
+    #: Keys of the last envelope sealed (the device can derive its record's salt from them).
+    last_keys: list[QKDKey] = field(default_factory=list, repr=False)
 
     def plaintext(self, telemetry: dict[str, Any] | None = None, **doc: Any) -> bytes:
         body: dict[str, Any] = {
@@ -80,6 +82,7 @@ class SimDevice:
         if sequence is None:
             self.sequence += 1
             sequence = self.sequence
+        self.last_keys = keys
         return seal(
             data,
             sender=sender or self.device_id,
@@ -314,6 +317,8 @@ class KMEDevice:
     pair: KMEPair = field(repr=False)
     firmware_digest: str = FIRMWARE_A
     sequence: int = 0
+    #: Keys of the last envelope sealed (the device can derive its record's salt from them).
+    last_keys: list[QKDKey] = field(default_factory=list, repr=False)
 
     def seal(self, telemetry: dict[str, Any] | None = None, *, sender: str | None = None):  # type: ignore[no-untyped-def]
         body = {"firmware_digest": self.firmware_digest, "telemetry": telemetry or {"v": 1}}
@@ -321,6 +326,7 @@ class KMEDevice:
         with self.pair.client("a", self.sae_id) as kme:
             keys = kme.enc_keys("notary", number=1, size=8 * keys_needed(Mode.OTP, len(plaintext)))
         self.sequence += 1
+        self.last_keys = keys
         return seal(
             plaintext,
             sender=sender or self.device_id,

@@ -24,9 +24,9 @@ from typing import Any
 
 import httpx
 import uvicorn
-from eth_hash.auto import keccak
 
 from notary.api import create_app
+from notary.chain.artifacts import load_artifact
 from notary.chain.deployment import load_deployment
 from notary.config import NotarySettings, load_or_create_admin_token
 from qkd_channel.kme.certs import issue_link_pki, sae_paths
@@ -280,7 +280,7 @@ def init_on_node(stack: Stack, rpc_url: str, password: str) -> None:
     assert code == 0, out
 
 
-_RECORD_STORED = "0x" + keccak(b"RecordStored(bytes32,bytes32,uint64,bytes32,uint8)").hex()
+_RECORD_STORED = "0x" + load_artifact("TelemetryNotary").event_topic("RecordStored").hex()
 
 
 def record_stored_counts(rpc_url: str, data_dir: Path) -> Counter[str]:

@@ -51,7 +51,9 @@ async def test_merkle_mode_anchors_roots_with_verifiable_proofs(
         leaf, root = bytes.fromhex(anchor.leaf[2:]), bytes.fromhex(anchor.batch_root[2:])
         proof = [bytes.fromhex(p[2:]) for p in anchor.proof]
         verify_proof(leaf, proof, root)
-        assert chain_client.verify_inclusion(leaf, proof, root)
+        record = await anchored_service.store.get_record(record_id)
+        assert record is not None
+        assert chain_client.verify_inclusion(record_input(record), proof, root)
         on_chain = chain_client.get_anchor(root)
         assert on_chain is not None and on_chain.block_number == anchor.block_number
         roots.add(anchor.batch_root)
@@ -70,7 +72,9 @@ async def test_batch_mode_stores_every_record(
         stored = chain_client.get_record(bytes.fromhex(record_id[2:]))
         assert stored is not None
         assert stored.device_id == receipt.device_id and stored.sequence == receipt.sequence
-        assert "0x" + stored.payload_hash.hex() == receipt.payload_hash
+        record = await anchored_service.store.get_record(record_id)
+        assert record is not None and stored.leaf == record_leaf(record_input(record))
+        assert "0x" + stored.leaf.hex() == receipt.anchor.leaf
         assert stored.block_number == receipt.anchor.block_number
         tx = chain_client.find_record_transaction(bytes.fromhex(record_id[2:]))
         assert tx is not None and tx.tx_hash == receipt.anchor.tx_hash

@@ -19,7 +19,8 @@ from notary.api.bounded import BoundedJSONRoute
 from notary.api.main import MAX_REQUEST_BODY_BYTES
 from notary.keysource import InMemoryKeySource
 from notary.service import NotaryService
-from notary.telemetry import payload_hash
+from notary.storage.base import AccessRole
+from notary.telemetry import payload_hash, record_salt
 from tests.notary.conftest import FIRMWARE_A, FIRMWARE_B, SimDevice
 
 PROBLEM = "application/problem+json"
@@ -56,14 +57,60 @@ async def test_accepted_envelope_gets_202_and_a_receipt(
     assert body["device_id"] == "dev-a" and body["sequence"] == 1
     assert body["attestation"] == "first-digest"
     receipt = (await client.get(body["receipt_url"])).json()
-    assert receipt["receipt_version"] == "qkd-notary-receipt/1"
+    assert receipt["receipt_version"] == "qkd-notary-receipt/2"
     assert receipt["record_id"] == body["record_id"]
     assert receipt["status"] == "accepted"
-    assert receipt["mode"] == "otp" and receipt["security"] == "information-theoretic"
-    assert receipt["key_ids"] == list(env.key_ids)
-    assert receipt["anchor"] is None
-    salt = bytes.fromhex(receipt["salt"][2:])
+    assert receipt["mode"] == "otp" and receipt["key_ids"] == list(env.key_ids)
+    # The in-memory "KME" does not report its link and the device did not report its
+    # delivery: nothing may be labelled stronger than the weakest unknown hop.
+    assert receipt["key_path"] == {"link": "unreported", "device": "unreported", "notary": "local"}
+    assert receipt["security"] == {
+        "confidentiality": "computational",
+        "authenticity": "computational",
+        "trusted_nodes": False,
+    }
+    assert receipt["anchor"] is None and receipt["disclosure"] is None
+    # The public receipt has no salt; the device derives it from its own keys.
+    salt = record_salt(env, device.last_keys)
     assert receipt["payload_hash"] == payload_hash(salt, plaintext)
+
+
+async def test_disclosure_only_with_a_token_that_covers_the_device(
+    client: httpx.AsyncClient,
+    service: NotaryService,
+    device: SimDevice,
+    device_b: SimDevice,
+    admin_headers: dict[str, str],
+) -> None:
+    plaintext = device.plaintext({"kwh": 1234.5})
+    env = device.seal(plaintext)
+    url = (await post(client, env.to_json())).json()["receipt_url"]
+    owner_a, _ = await service.issue_access_token(
+        role=AccessRole.OWNER, device_id="dev-a", label="owner of a"
+    )
+    owner_b, _ = await service.issue_access_token(
+        role=AccessRole.OWNER, device_id="dev-b", label="owner of b"
+    )
+    auditor, row = await service.issue_access_token(
+        role=AccessRole.AUDITOR, device_id=None, label="auditor"
+    )
+    expected = {
+        "salt": "0x" + record_salt(env, device.last_keys).hex(),
+        "payload": plaintext.decode(),
+    }
+    for headers in (
+        {"Authorization": f"Bearer {owner_a}"},
+        {"Authorization": f"Bearer {auditor}"},
+        admin_headers,
+    ):
+        answer = await client.get(url, headers=headers)
+        assert answer.status_code == 200 and answer.json()["disclosure"] == expected
+    other = await client.get(url, headers={"Authorization": f"Bearer {owner_b}"})
+    assert other.status_code == 200 and other.json()["disclosure"] is None
+    await service.revoke_access_token(row.token_id)
+    for token in (auditor, "qkdn_" + "x" * 43, "garbage"):
+        refused = await client.get(url, headers={"Authorization": f"Bearer {token}"})
+        assert refused.status_code == 401 and refused.json()["reason"] == "access-denied"
 
 
 @pytest.mark.parametrize(
@@ -267,9 +314,13 @@ async def test_openapi_operation_ids_are_stable(client: httpx.AsyncClient) -> No
     assert accepted["content"]["application/json"]["schema"]["$ref"].endswith("TelemetryAccepted")
     body = spec["paths"]["/v1/telemetry"]["post"]["requestBody"]["content"]
     assert "application/json" in body and "application/octet-stream" in body
-    # Stored-row internals never appear in public schemas.
-    schemas = json.dumps(spec["components"]["schemas"])
-    assert "envelope_digest" not in schemas and '"payload"' not in schemas
+    # Stored-row internals never appear in public schemas; the plaintext only in the
+    # disclosure section that owners and auditors get.
+    schemas = dict(spec["components"]["schemas"])
+    assert '"payload"' in json.dumps(schemas.pop("Disclosure"))
+    public = json.dumps(schemas)
+    assert "envelope_digest" not in public and '"payload"' not in public
+    assert ids >= {"create_access_token", "list_access_tokens", "revoke_access_token"}
 
 
 FUZZ = {

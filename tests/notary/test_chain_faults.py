@@ -15,7 +15,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
 
-from notary.chain import ChainClient, ChainSettings, RecordInput, RetryPolicy, SecurityMode
+from notary.chain import ChainClient, ChainSettings, RecordInput, RetryPolicy
 from notary.chain.deployment import DEPLOYMENT_FILE, Deployment, save_deployment
 from notary.errors import (
     BatchTooLarge,
@@ -26,6 +26,7 @@ from notary.errors import (
     TransactionReverted,
 )
 from tests.conftest import AnvilFactory, AnvilNode, free_port
+from tests.notary.records import chain_record
 
 
 class Sleeps:
@@ -43,16 +44,19 @@ def fast_retry(sleeps: Sleeps | None = None, attempts: int = 3) -> RetryPolicy:
 
 
 def rec(tag: str) -> RecordInput:
-    return RecordInput(
-        keccak(tag.encode()), "fault-dev", 1, keccak(tag.encode() * 2), SecurityMode.OTP
-    )
+    return chain_record(tag, "fault-dev")
 
 
 def open_on(
     node: AnvilNode, data_dir: Path, *, signer: LocalAccount | None = None, **options: object
 ) -> ChainClient:
+    """A client on ``node``; where it deployed the contracts, ``fault-dev`` is registered
+    (the contract records only registered devices)."""
     settings = ChainSettings(data_dir=data_dir, rpc_url=node.url, **options)  # type: ignore[arg-type]
-    return ChainClient.open(settings, signer or Account.from_key(node.dev_key))
+    client = ChainClient.open(settings, signer or Account.from_key(node.dev_key))
+    if settings.deploy and client.get_device("fault-dev") is None:
+        client.register_device("fault-dev", sae_id="SAE-fault", owner=client.address)
+    return client
 
 
 #: The shared deployment's own key, so other tests' transactions never touch its nonces.
@@ -341,3 +345,35 @@ def test_send_that_never_gets_through_reports_the_hash(
     assert deployed.transaction_info(unsent.value.tx_hash) is None
     # The nonce was not burnt: the next batch goes through.
     assert deployed.record_batch([rec("never-sent")]).recorded == (keccak(b"never-sent"),)
+
+
+def test_nonce_is_resynced_after_a_transaction_the_node_lost(
+    anvil_factory: AnvilFactory, tmp_path: Path
+) -> None:
+    """A sent transaction that never gets mined (dropped, or lost in a rollback) must not
+    leave a cached nonce behind: the next transaction would sit behind the gap forever."""
+    node = anvil_factory()
+    with open_on(node, tmp_path, receipt_timeout_s=0.5, dropped_after_s=0.3) as client:
+        node.rpc("evm_setAutomine", [False])
+        with pytest.raises(TransactionNotConfirmed):
+            client.record_batch([rec("lost-to-the-node")])
+        node.rpc("anvil_dropAllTransactions")
+        node.rpc("evm_setAutomine", [True])
+        started = time.monotonic()
+        outcome = client.record_batch([rec("after-the-loss")])
+        assert time.monotonic() - started < 5
+        assert outcome.recorded == (keccak(b"after-the-loss"),)
+        assert client.get_record(keccak(b"lost-to-the-node")) is None
+
+
+def test_a_dropped_transaction_is_given_up_without_waiting_for_the_timeout(
+    anvil_factory: AnvilFactory, tmp_path: Path
+) -> None:
+    node = anvil_factory()
+    with open_on(node, tmp_path, receipt_timeout_s=60, dropped_after_s=0.5) as client:
+        node.rpc("evm_setAutomine", [False])
+        threading.Timer(0.2, lambda: node.rpc("anvil_dropAllTransactions")).start()
+        started = time.monotonic()
+        with pytest.raises(TransactionNotConfirmed, match="neither mined nor pending"):
+            client.record_batch([rec("dropped")])
+        assert time.monotonic() - started < 10

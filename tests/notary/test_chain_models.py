@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from notary.chain.artifacts import load_artifact
 from notary.chain.embedded import SQLiteKeyValueStore
 from notary.chain.models import (
-    RecordInput,
     SecurityMode,
     decode_device_id,
     encode_device_id,
@@ -22,6 +21,7 @@ from notary.chain.models import (
 from notary.chain.nonces import NonceManager
 from notary.chain.reverts import RevertDecoder
 from notary.errors import InvalidChainInput
+from tests.notary.records import chain_record
 
 device_names = st.text(
     st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1
@@ -50,18 +50,16 @@ def test_device_ids_that_cannot_be_encoded_are_refused(name: str) -> None:
         {"sequence": 2**64},
         {"device_id": "y" * 40},
         {"mode": 1},
+        {"firmware_digest": b"\x03" * 31},
+        {"key_path": 2**32},
+        {"sent_at_ms": 2**64},
+        {"accepted_at_ms": -1},
     ],
+    ids=lambda field: next(iter(field)),
 )
 def test_record_input_validates_its_fields(field: dict[str, object]) -> None:
-    values: dict[str, object] = {
-        "record_id": b"\x01" * 32,
-        "device_id": "dev",
-        "sequence": 1,
-        "payload_hash": b"\x02" * 32,
-        "mode": SecurityMode.OTP,
-    }
     with pytest.raises(InvalidChainInput):
-        RecordInput(**{**values, **field})  # type: ignore[arg-type]
+        chain_record("validated", **field)
 
 
 def test_security_mode_labels() -> None:

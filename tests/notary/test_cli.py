@@ -94,6 +94,27 @@ def test_operator_and_auditor_flow(
 
     payload = tmp_path / "payload.json"
     payload.write_bytes(build_document(FIRMWARE, {"temp_c": 22.25}))
+    # The auditor gets a token from the operator, which unlocks the salt and the reading.
+    token = tmp_path / "auditor.token"
+    code, out = cli(
+        stack, "token", "issue", "--role", "auditor", "--label", "auditor", "--out", str(token)
+    )
+    assert code == 0 and token.stat().st_mode & 0o777 == 0o600, out
+    code, out = run_cli(
+        "receipt",
+        "verify",
+        ack.record_id,
+        "--notary",
+        stack.notary_url,
+        "--token-file",
+        str(token),
+        "--rpc-url",
+        node.url,
+        "--payload-file",
+        str(payload),
+    )
+    assert code == 0, out
+    assert "receipt valid" in out and "payload" in out
     code, out = run_cli(
         "receipt",
         "verify",
@@ -102,11 +123,13 @@ def test_operator_and_auditor_flow(
         stack.notary_url,
         "--rpc-url",
         node.url,
-        "--payload-file",
-        str(payload),
+        "--json",
     )
-    assert code == 0, out
-    assert "receipt valid" in out and "payload hash checked" in out
+    report = json.loads(out)
+    assert code == 0 and report["result"] == "valid" and report["verified"] is True
+    assert {f["field"]: f["outcome"] for f in report["fields"]}["device_trusted"] == (
+        "verified on-chain"
+    )
 
     forged = anchored.model_dump(mode="json")
     forged["sequence"] += 1  # claims another message than the one anchored
@@ -115,7 +138,7 @@ def test_operator_and_auditor_flow(
     code, out = run_cli(
         "receipt", "verify", ack.record_id, "--file", str(forged_file), "--rpc-url", node.url
     )
-    assert code == 1 and "INVALID" in out and "Traceback" not in out
+    assert code == 1 and "FORGED" in out and "Traceback" not in out
 
     payload.write_bytes(build_document(FIRMWARE, {"temp_c": 99.0}))
     code, out = run_cli(
@@ -124,6 +147,8 @@ def test_operator_and_auditor_flow(
         ack.record_id,
         "--notary",
         stack.notary_url,
+        "--token-file",
+        str(token),
         "--rpc-url",
         node.url,
         "--payload-file",
@@ -188,7 +213,7 @@ def test_user_errors_are_one_line_and_non_zero(
         main,
         ["receipt", "verify", "0x" + "00" * 32, "--notary", stack.notary_url, "--rpc-url", "x"],
     )
-    assert result.exit_code == 1 and "no record" in result.output
+    assert result.exit_code == 2 and "no record" in result.output
     for outcome in (result,):
         assert "Traceback" not in outcome.output
 

@@ -14,10 +14,14 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
+from hexbytes import HexBytes
 
-from notary.chain import ChainClient, ChainSettings, RecordInput, Role, SecurityMode
-from notary.errors import TransactionReverted
+from notary.chain import ChainClient, ChainSettings, RecordInput, Role
+from notary.chain.artifacts import load_artifact
+from notary.chain.calldata import encode_call
+from notary.errors import InvalidChainInput, TransactionReverted
 from tests.conftest import AnvilNode
+from tests.notary.records import chain_record
 
 DEVICE = "role-device"
 DIGEST = keccak(b"firmware v1")
@@ -57,7 +61,7 @@ def parties(anvil: AnvilNode, tmp_path_factory: pytest.TempPathFactory) -> Itera
         ChainSettings(data_dir=root / "admin", rpc_url=anvil.url), Account.from_key(anvil.dev_key)
     )
     admin.register_device(DEVICE, sae_id="SAE-role", owner=admin.address)
-    admin.attest_firmware(DEVICE, DIGEST)
+    admin.attest_firmware(DEVICE, DIGEST, 1)
     operator = _attach(anvil, admin, _funded(anvil), root / "operator")
     notary = _attach(anvil, admin, _funded(anvil), root / "notary")
     outsider = _attach(anvil, admin, _funded(anvil), root / "outsider")
@@ -69,7 +73,7 @@ def parties(anvil: AnvilNode, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def _record(tag: bytes) -> RecordInput:
-    return RecordInput(keccak(tag), DEVICE, 1, keccak(b"payload" + tag), SecurityMode.OTP)
+    return chain_record(tag, DEVICE)
 
 
 Call = Callable[[ChainClient], object]
@@ -80,7 +84,7 @@ OPERATOR_CALLS: list[tuple[str, Call]] = [
     ("deactivateDevice", lambda c: c.deactivate_device(DEVICE)),
 ]
 NOTARY_CALLS: list[tuple[str, Call]] = [
-    ("attestFirmware", lambda c: c.attest_firmware(DEVICE, keccak(b"evil firmware"))),
+    ("attestFirmware", lambda c: c.attest_firmware(DEVICE, keccak(b"evil firmware"), 2)),
     ("recordBatch", lambda c: c.record_batch([_record(b"r1"), _record(b"r2")])),
     (
         "anchorRoot",
@@ -153,3 +157,63 @@ def test_granted_roles_work_and_revocation_takes_them_away(parties: Parties) -> 
     assert not parties.admin.has_role(Role.NOTARY, parties.notary.address)
     _assert_refused(parties.notary, lambda c: c.record_batch([_record(b"late")]), Role.NOTARY)
     parties.admin.grant_role(Role.NOTARY, parties.notary.address)
+
+
+def _raw(client: ChainClient, function: str, args: list[object]) -> None:
+    """Send a call straight to the TelemetryNotary, bypassing the client's own guards."""
+    contract = client._notary
+    client._tx.transact(function, contract.address, encode_call(contract, function, args))
+
+
+def test_admin_role_cannot_be_granted_or_revoked_directly(parties: Parties) -> None:
+    with pytest.raises(InvalidChainInput, match="two-step"):
+        parties.admin.grant_role(Role.ADMIN, parties.operator.address)
+    for function in ("grantRole", "revokeRole"):
+        with pytest.raises(TransactionReverted, match=r"AccessControlEnforcedDefaultAdminRules\("):
+            _raw(parties.admin, function, [Role.ADMIN.value, parties.operator.address])
+
+
+def test_admin_transfer_is_two_step_and_delayed(anvil: AnvilNode, parties: Parties) -> None:
+    admin, successor = parties.admin, parties.outsider
+    admin_before, _, _, delay = admin.admin_state()
+    assert admin_before == admin.address and delay == 2 * 24 * 3600
+    admin.begin_admin_transfer(successor.address)
+    _, pending, accept_after, _ = admin.admin_state()
+    assert pending == successor.address and accept_after > 0
+    # The successor cannot take over before the delay, nor anyone else at any time.
+    with pytest.raises(TransactionReverted, match=r"AccessControlEnforcedDefaultAdminDelay\("):
+        successor.accept_admin_transfer()
+    with pytest.raises(TransactionReverted, match=r"AccessControlInvalidDefaultAdmin\("):
+        parties.notary.accept_admin_transfer()
+    anvil.rpc("evm_increaseTime", [delay + 1])
+    anvil.rpc("evm_mine", [])
+    try:
+        successor.accept_admin_transfer()
+        assert successor.admin_state()[0] == successor.address
+        assert successor.has_role(Role.ADMIN, successor.address)
+        assert not successor.has_role(Role.ADMIN, admin.address)
+        _assert_refused(admin, lambda c: c.grant_role(Role.NOTARY, c.address), Role.ADMIN)
+    finally:
+        # Hand the role back for the other tests of this module.
+        successor.begin_admin_transfer(admin.address)
+        anvil.rpc("evm_increaseTime", [delay + 1])
+        anvil.rpc("evm_mine", [])
+        admin.accept_admin_transfer()
+    assert admin.admin_state()[0] == admin.address
+
+
+def test_constructors_refuse_a_zero_registry_or_notary(parties: Parties) -> None:
+    admin = parties.admin
+    w3 = admin.w3
+    artifact = load_artifact("TelemetryNotary")
+    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    zero = "0x" + "00" * 20
+    for args, error in (
+        ((3600, admin.address, admin.address, zero), "InvalidRegistry"),
+        ((3600, admin.address, admin.address, admin.address), "InvalidRegistry"),  # no code
+        ((3600, admin.address, zero, admin.registry_address), "InvalidAccount"),
+        ((3600, zero, admin.address, admin.registry_address), "AccessControlInvalidDefaultAdmin"),
+    ):
+        data = bytes(HexBytes(factory.constructor(*args).data_in_transaction))
+        with pytest.raises(TransactionReverted, match=error):
+            admin._tx.transact("deploy TelemetryNotary", None, data)

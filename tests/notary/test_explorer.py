@@ -234,9 +234,14 @@ async def test_pasted_receipt_with_malformed_anchor_fails_not_unavailable(
 
 async def test_pasted_receipt_with_wrong_plaintext_fails_payload_hash(explored: Explored) -> None:
     genuine = await _receipt(explored.client, explored.record_ids[0])
+    full = await explored.client.get(
+        f"/v1/records/{explored.record_ids[0]}",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    salt = full.json()["disclosure"]["salt"]
     device = explored.devices[0]
     right = device.plaintext({"kwh": 1.5, "n": 0})
-    form = {"receipt": json.dumps(genuine), "payload": right.decode()}
+    form = {"receipt": json.dumps(genuine), "payload": right.decode(), "salt": salt}
     response = await explored.client.post("/explorer/verify", data=form)
     assert "VERIFIED" in response.text and _check_results(response.text)["payload-hash"] == "passed"
     form["payload"] = right.decode().replace("1.5", "9.5")

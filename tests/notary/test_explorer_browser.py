@@ -261,8 +261,9 @@ def test_search_by_record_tx_block_and_device(notarised: Notarised, page: Page) 
 
     search(receipt.anchor.tx_hash)
     expect(page.locator("h1")).to_have_text("Transaction")
-    # Linked twice: as a recordBatch argument and from its RecordStored event.
-    expect(page.locator(f"a[href='/explorer/records/{receipt.record_id}']")).to_have_count(2)
+    # Linked three times: as a recordBatch argument, and from its RecordStored event (the
+    # indexed ID and the record the event repeats in full for indexers).
+    expect(page.locator(f"a[href='/explorer/records/{receipt.record_id}']")).to_have_count(3)
     shoot(page, "09-search-transaction")
 
     search(str(receipt.anchor.block_number))

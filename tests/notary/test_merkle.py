@@ -3,6 +3,7 @@ own JavaScript ``StandardMerkleTree`` (installed from npm next to the contracts)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -16,46 +17,65 @@ from hypothesis import strategies as st
 from notary.chain.merkle import MerkleTree, hash_pair, process_proof, record_leaf, verify_proof
 from notary.chain.models import RecordInput, SecurityMode, encode_device_id
 from notary.errors import InvalidChainInput, InvalidProof
+from tests.notary.records import chain_record
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 
 
 def make_record(i: int, *, mode: SecurityMode = SecurityMode.OTP) -> RecordInput:
-    return RecordInput(
-        record_id=keccak(b"record" + i.to_bytes(4, "big")),
-        device_id=f"device-{i % 7}",
-        sequence=i,
-        payload_hash=keccak(b"payload" + i.to_bytes(4, "big")),
-        mode=mode,
-    )
+    return chain_record(b"record" + i.to_bytes(4, "big"), f"device-{i % 7}", i, mode)
 
 
 def test_record_leaf_is_double_keccak_of_abi_encoding() -> None:
     record = make_record(3, mode=SecurityMode.AEAD)
     encoded = encode(
-        ["bytes32", "bytes32", "uint64", "bytes32", "uint8"],
+        [
+            "bytes32",
+            "bytes32",
+            "uint64",
+            "bytes32",
+            "uint8",
+            "uint32",
+            "bytes32",
+            "bool",
+            "uint64",
+            "uint64",
+        ],
         [
             record.record_id,
             encode_device_id(record.device_id),
             record.sequence,
             record.payload_hash,
             int(record.mode),
+            record.key_path,
+            record.firmware_digest,
+            record.device_trusted,
+            record.sent_at_ms,
+            record.accepted_at_ms,
         ],
     )
     assert record_leaf(record) == keccak(keccak(encoded))
 
 
-def test_leaf_commits_to_every_field() -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"record_id": keccak(b"other")},
+        {"device_id": "device-x"},
+        {"sequence": 2},
+        {"payload_hash": keccak(b"x")},
+        {"mode": SecurityMode.AEAD},
+        {"key_path": 0},
+        {"firmware_digest": keccak(b"other firmware")},
+        {"device_trusted": False},
+        {"sent_at_ms": 1},
+        {"accepted_at_ms": 1},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_leaf_commits_to_every_field(change: dict[str, object]) -> None:
     base = make_record(1)
-    variants = [
-        RecordInput(keccak(b"other"), base.device_id, 1, base.payload_hash, base.mode),
-        RecordInput(base.record_id, "device-x", 1, base.payload_hash, base.mode),
-        RecordInput(base.record_id, base.device_id, 2, base.payload_hash, base.mode),
-        RecordInput(base.record_id, base.device_id, 1, keccak(b"x"), base.mode),
-        RecordInput(base.record_id, base.device_id, 1, base.payload_hash, SecurityMode.AEAD),
-    ]
-    leaves = {record_leaf(v) for v in variants} | {record_leaf(base)}
-    assert len(leaves) == 6
+    assert record_leaf(dataclasses.replace(base, **change)) != record_leaf(base)  # type: ignore[arg-type]
 
 
 @settings(max_examples=40, deadline=None)
@@ -93,7 +113,7 @@ def test_flipped_proof_bit_is_rejected() -> None:
 
 def test_internal_node_cannot_be_passed_off_as_a_leaf() -> None:
     """Second-preimage attack: an inner node with a shortened proof must not verify as a
-    record, because record leaves are double-hashed 160-byte encodings."""
+    record, because record leaves are double-hashed 320-byte encodings."""
     records = [make_record(i) for i in range(8)]
     tree = MerkleTree.of_records(records)
     leaf = record_leaf(records[0])
@@ -125,13 +145,20 @@ def test_root_and_proofs_match_openzeppelin_standard_merkle_tree(size: int) -> N
             str(r.sequence),
             "0x" + r.payload_hash.hex(),
             str(int(r.mode)),
+            str(r.key_path),
+            "0x" + r.firmware_digest.hex(),
+            r.device_trusted,
+            str(r.sent_at_ms),
+            str(r.accepted_at_ms),
         ]
         for r in records
     ]
     script = """
 const {StandardMerkleTree} = require('@openzeppelin/merkle-tree');
 const values = JSON.parse(require('fs').readFileSync(0, 'utf8'));
-const tree = StandardMerkleTree.of(values, ['bytes32','bytes32','uint64','bytes32','uint8']);
+const types = ['bytes32', 'bytes32', 'uint64', 'bytes32', 'uint8', 'uint32', 'bytes32', 'bool',
+  'uint64', 'uint64'];
+const tree = StandardMerkleTree.of(values, types);
 const proofs = values.map((_, i) => tree.getProof(i));
 process.stdout.write(JSON.stringify({root: tree.root, proofs}));
 """

@@ -34,7 +34,7 @@ def test_off_chain_rules_match_the_registry(
         expected_firmware=None if expected is None else bytes.fromhex(expected),
     )
     approved, current, trusted = expected, None, False
-    for action, digest in steps:
+    for sequence, (action, digest) in enumerate(steps, start=1):
         if action == "report":
             result = attest(
                 approved_digest=approved, current_digest=current, trusted=trusted, reported=digest
@@ -44,7 +44,7 @@ def test_off_chain_rules_match_the_registry(
                 result.current_digest,
                 result.trusted,
             )
-            outcome = chain_client.attest_firmware(device_id, bytes.fromhex(digest))
+            outcome = chain_client.attest_firmware(device_id, bytes.fromhex(digest), sequence)
             assert outcome.trusted == trusted
         else:
             trusted = approve(current_digest=current, digest=digest)

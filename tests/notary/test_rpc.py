@@ -31,7 +31,8 @@ from notary.api import create_app
 from notary.api.routes.rpc import CONCURRENT_CALLS
 from notary.chain.client import ChainClient
 from notary.chain.embedded import SerializedTesterProvider
-from notary.chain.models import RecordInput, SecurityMode, encode_device_id
+from notary.chain.merkle import record_leaf
+from notary.chain.models import SecurityMode, encode_device_id
 from notary.chain.rpc_gateway import EmbeddedRPCGateway, RPCLimits
 from notary.chain.settings import ChainSettings
 from notary.chain.transactions import hex0x
@@ -40,13 +41,19 @@ from notary.errors import JSONRPCError
 from notary.keysource import InMemoryKeySource
 from notary.service import NotaryService
 from tests.notary.conftest import NOTARY_ID, sqlite_service
+from tests.notary.records import chain_record
 
 SIGNER: LocalAccount = Account.from_key(keccak(b"rpc-gateway-test-signer"))
 RECORD_ID = keccak(b"rpc record 1")
 PAYLOAD_HASH = keccak(b"rpc payload 1")
+
 DEVICE = "rpc-device"
+RECORD = chain_record(
+    "rpc", DEVICE, 7, record_id=RECORD_ID, payload_hash=PAYLOAD_HASH, payload=b"reading"
+)
 GET_RECORD = keccak(b"getRecord(bytes32)")[:4]
-RECORD_STORED = keccak(b"RecordStored(bytes32,bytes32,uint64,bytes32,uint8)")
+RECORD_TUPLE = "(bytes32,bytes32,uint64,bytes32,uint8,uint32,bytes32,bool,uint64,uint64)"
+RECORD_STORED = keccak(f"RecordStored(bytes32,bytes32,bytes32,{RECORD_TUPLE})".encode())
 RECORD_TYPES = ["(bytes32,bytes32,uint64,uint64,uint64,uint8,bool)"]
 UNFUNDED = "0x" + "12" * 20
 GWEI = 10**9
@@ -71,9 +78,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     client = ChainClient.open(ChainSettings(data_dir=tmp_path_factory.mktemp("rpc")), SIGNER)
     try:
         client.register_device(DEVICE, sae_id="sae-rpc", owner=SIGNER.address)
-        batch = client.record_batch(
-            [RecordInput(RECORD_ID, DEVICE, 7, PAYLOAD_HASH, SecurityMode.OTP, b"reading")]
-        )
+        batch = client.record_batch([RECORD])
         yield History(client, batch.tx.tx_hash, batch.tx.block_number, batch.tx.block_hash)
     finally:
         client.close()
@@ -232,10 +237,13 @@ async def test_get_logs_filters_by_address_topics_range_and_hash(
     mine = {"address": notary, "topics": [hex0x(RECORD_STORED), None, hex0x(RECORD_ID)]}
     (log,) = await rpc(http, "eth_getLogs", {**mine, "fromBlock": "0x0"})
     assert log["transactionHash"] == history.tx_hash
-    sequence, payload_hash, mode = decode(
-        ["uint64", "bytes32", "uint8"], bytes.fromhex(log["data"][2:])
+    leaf, logged = decode(["bytes32", RECORD_TUPLE], bytes.fromhex(log["data"][2:]))
+    assert leaf == record_leaf(RECORD) and logged[1:5] == (
+        encode_device_id(DEVICE),
+        7,
+        PAYLOAD_HASH,
+        int(SecurityMode.OTP),
     )
-    assert (sequence, payload_hash, mode) == (7, PAYLOAD_HASH, int(SecurityMode.OTP))
     assert await rpc(http, "eth_getLogs", {**mine, "blockHash": history.block_hash}) == [log]
     # OR within a position; a record that does not exist matches nothing.
     either = [hex0x(RECORD_STORED), None, [hex0x(keccak(b"none")), hex0x(RECORD_ID)]]
@@ -278,10 +286,10 @@ async def test_eth_call_reads_a_record_without_a_funded_sender(
     notary = history.client.notary_address
     for call in (record_call(to=notary), record_call(to=notary, **{"from": UNFUNDED})):
         output = await rpc(http, "eth_call", call, "latest")
-        ((device, payload_hash, sequence, recorded_at, block, mode, published),) = decode(
+        ((device, leaf, sequence, recorded_at, block, mode, published),) = decode(
             RECORD_TYPES, bytes.fromhex(output[2:])
         )
-        assert device == encode_device_id(DEVICE) and payload_hash == PAYLOAD_HASH
+        assert device == encode_device_id(DEVICE) and leaf == record_leaf(RECORD)
         assert (sequence, block, mode, published) == (
             7,
             history.block_number,
@@ -300,11 +308,9 @@ async def test_eth_call_reverts_with_data_like_a_node(
     http: httpx.AsyncClient, history: History
 ) -> None:
     # recordBatch from an account without NOTARY_ROLE: AccessControl's custom error.
-    selector = keccak(b"recordBatch((bytes32,bytes32,uint64,bytes32,uint8)[],bytes[])")[:4]
-    calldata = selector + encode(
-        ["(bytes32,bytes32,uint64,bytes32,uint8)[]", "bytes[]"],
-        [[(keccak(b"forged"), encode_device_id(DEVICE), 8, PAYLOAD_HASH, 1)], []],
-    )
+    selector = keccak(f"recordBatch({RECORD_TUPLE}[],bytes[])".encode())[:4]
+    forged = chain_record("forged", DEVICE, 8)
+    calldata = selector + encode([f"{RECORD_TUPLE}[]", "bytes[]"], [[forged.abi_row()], []])
     call = {"from": UNFUNDED, "to": history.client.notary_address, "data": hex0x(calldata)}
     error = await rpc_error(http, "eth_call", call)
     unauthorized = keccak(b"AccessControlUnauthorizedAccount(address,bytes32)")[:4]
@@ -375,11 +381,11 @@ async def test_account_state_matches_the_chain(http: httpx.AsyncClient, history:
         bytes.fromhex(code[2:]) == bytes(w3.eth.get_code(Web3.to_checksum_address(notary))) != b""
     )
     assert await rpc(http, "eth_getCode", UNFUNDED) == "0x"
-    # TelemetryNotary's _records mapping is slot 1 (after AccessControl's _roles); a
-    # record's first word is its payload hash.
-    slot = keccak(RECORD_ID + (1).to_bytes(32, "big"))
+    # TelemetryNotary's _records mapping is slot 3 (after AccessControl's _roles and the
+    # two packed slots of AccessControlDefaultAdminRules); a record's first word is its leaf.
+    slot = keccak(RECORD_ID + (3).to_bytes(32, "big"))
     word = await rpc(http, "eth_getStorageAt", notary, hex0x(slot), "latest")
-    assert word == hex0x(PAYLOAD_HASH)
+    assert word == hex0x(record_leaf(RECORD))
     before = hex(history.block_number - 1)
     assert int(await rpc(http, "eth_getStorageAt", notary, hex0x(slot), before), 16) == 0
     assert (await rpc_error(http, "eth_getBalance", SIGNER.address, hex(10**6)))[

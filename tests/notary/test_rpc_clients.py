@@ -42,11 +42,14 @@ from notary.receipts import Receipt
 from notary.server import NotaryServer
 from notary.service import NotaryService
 from tests.conftest import AnvilNode
-from tests.notary.conftest import NOTARY_ID, SimDevice, sqlite_service
+from tests.notary.conftest import ADMIN_TOKEN, NOTARY_ID, SimDevice, sqlite_service
 
 CAST = foundry_binary("cast")
 RECORD_TYPES = ["(bytes32,bytes32,uint64,uint64,uint64,uint8,bool)"]
-RECORD_STORED = "RecordStored(bytes32,bytes32,uint64,bytes32,uint8)"
+RECORD_STORED = (
+    "RecordStored(bytes32,bytes32,bytes32,"
+    "(bytes32,bytes32,uint64,bytes32,uint8,uint32,bytes32,bool,uint64,uint64))"
+)
 T = TypeVar("T")
 
 
@@ -147,18 +150,19 @@ def test_web3_http_provider_reads_the_record(running: Running) -> None:
     assert len(w3.eth.accounts) == 0
     notary = w3.eth.contract(address=anchor.contract, abi=load_artifact("TelemetryNotary").abi)
     record_id = bytes.fromhex(running.receipt.record_id[2:])
-    device, payload_hash, sequence, recorded_at, block, mode, _ = notary.functions.getRecord(
+    device, leaf, sequence, recorded_at, block, mode, _ = notary.functions.getRecord(
         record_id
     ).call()
     assert device == encode_device_id(running.receipt.device_id)
-    assert "0x" + payload_hash.hex() == running.receipt.payload_hash
+    assert "0x" + leaf.hex() == anchor.leaf
     assert sequence == running.receipt.sequence and block == anchor.block_number
     assert recorded_at == anchor.block_timestamp and mode == 1  # OTP
     (event,) = notary.events.RecordStored().get_logs(
         from_block=0, argument_filters={"recordId": record_id}
     )
     assert event["transactionHash"].to_0x_hex() == anchor.tx_hash
-    assert event["args"]["sequence"] == running.receipt.sequence
+    assert "0x" + bytes(event["args"]["leaf"]).hex() == anchor.leaf
+    assert event["args"]["record"]["sequence"] == running.receipt.sequence
     block_data = w3.eth.get_block(anchor.block_number)
     assert block_data["hash"].to_0x_hex() == anchor.block_hash
     tx_receipt = w3.eth.get_transaction_receipt(anchor.tx_hash)
@@ -212,11 +216,11 @@ def test_cast_reads_what_the_notary_reported(running: Running, tmp_path: Path) -
         rpc_url=url,
         home=home,
     )
-    ((device, payload_hash, sequence, _, block_number, _, _),) = decode(
+    ((device, leaf, sequence, _, block_number, _, _),) = decode(
         RECORD_TYPES, bytes.fromhex(raw[2:])
     )
     assert device == encode_device_id(running.receipt.device_id)
-    assert "0x" + payload_hash.hex() == running.receipt.payload_hash
+    assert "0x" + leaf.hex() == anchor.leaf
     assert (sequence, block_number) == (running.receipt.sequence, anchor.block_number)
     logs = json.loads(
         cast_ok(
@@ -252,6 +256,24 @@ def test_receipt_verify_checks_a_running_embedded_notary_through_rpc(
     record_id = running.receipt.record_id
     payload = tmp_path / "payload.bin"
     payload.write_bytes(running.plaintext)
+    token = tmp_path / "token"
+    token.write_text(ADMIN_TOKEN)
+    code, out = qkd_notary(
+        "receipt",
+        "verify",
+        record_id,
+        "--notary",
+        running.url,
+        "--token-file",
+        str(token),
+        "--rpc-url",
+        running.rpc_url,
+        "--payload-file",
+        str(payload),
+    )
+    assert code == 0, out
+    assert "receipt valid" in out and "verified locally" in out and "payload" in out
+    # The public receipt and a plaintext, but no salt: nothing forged, not all checked.
     code, out = qkd_notary(
         "receipt",
         "verify",
@@ -263,8 +285,7 @@ def test_receipt_verify_checks_a_running_embedded_notary_through_rpc(
         "--payload-file",
         str(payload),
     )
-    assert code == 0, out
-    assert "receipt valid" in out and "payload hash checked" in out
+    assert code == 5 and "PARTLY VERIFIED" in out and "payload" in out, out
     # A receipt whose claims the chain does not back fails against the same endpoint.
     forged = running.receipt.model_copy(update={"sequence": running.receipt.sequence + 1})
     forged_file = tmp_path / "forged.json"
@@ -272,7 +293,7 @@ def test_receipt_verify_checks_a_running_embedded_notary_through_rpc(
     code, out = qkd_notary(
         "receipt", "verify", record_id, "--file", str(forged_file), "--rpc-url", running.rpc_url
     )
-    assert code == 1 and "INVALID" in out, out
+    assert code == 1 and "FORGED" in out, out
     # The chain files are locked by the running notary: the CLI points at /rpc.
     code, out = qkd_notary(
         "receipt",
@@ -283,7 +304,7 @@ def test_receipt_verify_checks_a_running_embedded_notary_through_rpc(
         "--data-dir",
         str(running.chain_dir),
     )
-    assert code == 1 and "--rpc-url http://<notary>/rpc" in out, out
+    assert code == 2 and "--rpc-url http://<notary>/rpc" in out, out
 
 
 # -- a notary on an external node -----------------------------------------------------

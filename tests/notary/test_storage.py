@@ -19,14 +19,24 @@ from notary.config import AnchorMode
 from notary.errors import (
     AuthenticationFailed,
     DeviceExists,
+    DeviceNotFound,
     InvalidTransition,
     ReplayDetected,
+    TokenNotFound,
 )
-from notary.storage.base import BatchStatus, NewRecord, RecordBrowser, RecordStatus, Store
+from notary.storage.base import (
+    AccessRole,
+    BatchStatus,
+    NewRecord,
+    RecordBrowser,
+    RecordStatus,
+    Store,
+)
 from notary.storage.postgres import PostgresStore
 from notary.storage.sqlite import SQLiteStore
 from notary.telemetry import record_id
 from tests.notary.postgres_server import PostgresServer
+from tests.notary.records import KEY_PATH
 
 DIGEST = "c" * 64
 
@@ -51,6 +61,7 @@ def new_record(
         envelope_digest=f"{device_id}-{sequence}",
         sent_at_ms=0,
         accepted_at=accepted_at,
+        key_path=KEY_PATH.code,
     )
 
 
@@ -278,3 +289,126 @@ async def test_explorer_listings_are_newest_first(store: Store) -> None:
     assert [r.record_id for r in await store.recent_records(10, device_id="d2")] == ids[1::2][::-1]
     assert sorted(await store.accepted_times(103.0, 10)) == [103.0, 104.0, 105.0]
     assert sorted(await store.accepted_times(0.0, 2)) == [104.0, 105.0]  # newest 2 only
+
+
+async def _anchor(store: Store, ids: list[str], block: int, root: str | None = None) -> int:
+    batch = await store.create_batch(
+        AnchorMode.MERKLE if root else AnchorMode.BATCH, ids, root, now=2.0
+    )
+    await store.mark_batch_anchored(
+        batch.batch_id,
+        tx_hash=f"0x{block:064x}",
+        block_number=block,
+        block_hash=f"0x{block + 1000:064x}",
+        block_timestamp=1_700_000_000 + block,
+        now=3.0,
+    )
+    return batch.batch_id
+
+
+async def test_unrecorded_members_get_their_own_terminal_status(store: Store) -> None:
+    await store.create_device("u", sae_id="s", owner="", expected_digest=None, now=0.0)
+    ids = [(await store.accept(new_record("u", s))).record.record_id for s in (1, 2, 3)]
+    batch = await store.create_batch(AnchorMode.BATCH, ids, None, now=2.0)
+    await store.mark_batch_anchored(
+        batch.batch_id,
+        tx_hash="0x" + "cd" * 32,
+        block_number=9,
+        block_hash="0x" + "ef" * 32,
+        block_timestamp=1_700_000_000,
+        now=3.0,
+        unrecorded={ids[1]: RecordStatus.REFUSED, ids[2]: RecordStatus.CONFLICT},
+    )
+    statuses = [(await store.get_record(i)).status for i in ids]  # type: ignore[union-attr]
+    assert statuses == [RecordStatus.ANCHORED, RecordStatus.REFUSED, RecordStatus.CONFLICT]
+    assert await store.outbox_depth() == 0  # terminal: not waiting for the chain
+
+
+async def test_lost_batches_go_back_to_the_outbox_with_their_members(store: Store) -> None:
+    await store.create_device("r", sae_id="s", owner="", expected_digest=None, now=0.0)
+    ids = [(await store.accept(new_record("r", s))).record.record_id for s in range(1, 6)]
+    first = await _anchor(store, ids[:2], block=5)
+    second = await _anchor(store, ids[2:4], block=8, root="0x" + "12" * 32)
+    third = await _anchor(store, ids[4:], block=9)
+    assert [b.batch_id for b in await store.anchored_batches()] == [first, second, third]
+    assert [b.batch_id for b in await store.anchored_batches(from_block=8)] == [second, third]
+    latest = await store.latest_anchored_batch()
+    assert latest is not None and latest.batch_id == third and latest.block_number == 9
+    touched = await store.requeue_batches([second, third], roots={second: "0x" + "34" * 32})
+    assert touched == 3
+    assert [b.batch_id for b in await store.unfinished_batches()] == [second, third]
+    again = await store.get_batch(second)
+    assert again is not None and again.status is BatchStatus.PENDING
+    assert again.root == "0x" + "34" * 32 and again.tx_hash is None and again.block_number is None
+    assert again.record_ids == tuple(ids[2:4])  # same members, same leaf order
+    statuses = [(await store.get_record(i)).status for i in ids]  # type: ignore[union-attr]
+    assert statuses == [RecordStatus.ANCHORED] * 2 + [RecordStatus.SUBMITTED] * 3
+    assert await store.outbox_depth() == 3
+    assert (await store.latest_anchored_batch()).batch_id == first  # type: ignore[union-attr]
+    with pytest.raises(InvalidTransition):
+        await store.requeue_batches([9999])
+
+
+async def test_lost_device_events_are_mirrored_again(store: Store) -> None:
+    await store.create_device("e1", sae_id="s", owner="", expected_digest=None, now=0.0)
+    events = await store.pending_device_events(10)  # d1's registration, then e1's
+    for event, tx in zip(events, ("0x" + "01" * 32, "already-registered"), strict=True):
+        await store.mark_event_mirrored(event.event_id, tx)
+    assert [e.event_id for e in await store.mirrored_device_events()] == [
+        e.event_id for e in events
+    ]
+    assert await store.requeue_device_events(events[1].event_id) == 1
+    assert [e.event_id for e in await store.pending_device_events(10)] == [events[1].event_id]
+    assert await store.requeue_device_events(0) == 1
+    assert len(await store.pending_device_events(10)) == 2
+
+
+async def test_access_tokens_are_kept_as_hashes_and_revocable(store: Store) -> None:
+    await store.create_device("t", sae_id="s", owner="", expected_digest=None, now=0.0)
+    owner = await store.create_access_token(
+        "ab" * 32, role=AccessRole.OWNER, device_id="t", label="owner", now=1.0
+    )
+    auditor = await store.create_access_token(
+        "cd" * 32, role=AccessRole.AUDITOR, device_id=None, label="audit", now=2.0
+    )
+    assert owner.token_id == "ab" * 6 and owner.covers("t") and not owner.covers("other")
+    assert auditor.covers("other")
+    assert await store.find_access_token("ab" * 32) == owner
+    assert await store.find_access_token("ef" * 32) is None
+    assert [t.token_id for t in await store.list_access_tokens()] == ["ab" * 6, "cd" * 6]
+    revoked = await store.revoke_access_token(auditor.token_id, now=5.0)
+    assert revoked.revoked_at == 5.0 and not revoked.covers("other")
+    assert (await store.revoke_access_token(auditor.token_id, now=9.0)).revoked_at == 5.0
+    with pytest.raises(TokenNotFound):
+        await store.revoke_access_token("nope", now=1.0)
+    with pytest.raises(DeviceNotFound):
+        await store.create_access_token(
+            "ef" * 32, role=AccessRole.OWNER, device_id="ghost", label="x", now=1.0
+        )
+
+
+async def test_a_schema_1_sqlite_database_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A data directory from before receipts v2: its records keep their rows and read as
+    'key path unreported', and the token table appears."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old = SQLiteStore(path)
+    await old.create_device("o", sae_id="s", owner="", expected_digest=None, now=0.0)
+    rid = (await old.accept(new_record("o", 1))).record.record_id
+    await old.aclose()
+    with sqlite3.connect(path) as conn:  # what the previous build had created
+        conn.execute("ALTER TABLE records DROP COLUMN key_path")
+        conn.execute("DROP TABLE access_tokens")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    upgraded = SQLiteStore(path)
+    try:
+        record = await upgraded.get_record(rid)
+        assert record is not None and record.key_path == 0
+        assert await upgraded.list_access_tokens() == []
+    finally:
+        await upgraded.aclose()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            "2",
+        )
