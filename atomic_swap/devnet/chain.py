@@ -335,7 +335,7 @@ def _new_genesis(network_name: str, dispenser: str) -> dict[str, Any]:
 
 def _counter_floor(ledger: dict[str, Any]) -> int:
     """The next free ID of a data directory written before the counter was kept."""
-    ids = [*ledger["apps"], *ledger["assets"]]
+    ids: list[int] = [*ledger["apps"], *ledger["assets"]]
     return max([FIRST_APP_ID - 1, *ids]) + 1
 
 

@@ -39,8 +39,8 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import algojig
@@ -188,7 +188,12 @@ class _RoundedLedger(JigLedger):  # type: ignore[misc]
             if row is None:
                 continue
             data = msgpack.unpackb(row[0], strict_map_key=False)
-            for field, role in (("h", "manager"), ("i", "reserve"), ("j", "freeze"), ("k", "clawback")):
+            for field, role in (
+                ("h", "manager"),
+                ("i", "reserve"),
+                ("j", "freeze"),
+                ("k", "clawback"),
+            ):
                 address = params.get(role)
                 if address:
                     data[field] = decode_address(address)
@@ -390,7 +395,12 @@ def _restore_params(ledger: JigLedger, present: dict[str, Any]) -> None:
     for params in present.values():
         for asset_id, apar in params.get(b"apar", {}).items():
             asset = ledger.assets[asset_id]
-            for key, role in ((b"m", "manager"), (b"r", "reserve"), (b"f", "freeze"), (b"c", "clawback")):
+            for key, role in (
+                (b"m", "manager"),
+                (b"r", "reserve"),
+                (b"f", "freeze"),
+                (b"c", "clawback"),
+            ):
                 raw = apar.get(key)
                 asset[role] = encode_address(raw) if raw and any(raw) else None
         for app_id, appp in params.get(b"appp", {}).items():

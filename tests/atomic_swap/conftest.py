@@ -258,6 +258,19 @@ def networks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, N
             n.stop()
 
 
+@pytest.fixture
+def own_networks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]]:
+    """Two devnets for one test: for tests that move a chain's clock (it never goes back)."""
+    nets = [start_devnet(tmp_path_factory.mktemp(n), n) for n in ("alpha", "beta")]
+    try:
+        yield tuple(  # type: ignore[misc]
+            Node(n.url, n.token, n.data_dir / "dispenser.mnemonic") for n in nets
+        )
+    finally:
+        for n in nets:
+            n.stop()
+
+
 def qswap(
     *args: str, env: dict[str, str], check: bool = True, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -63,13 +63,33 @@ def test_sealed_terms_round_trip_and_hide_the_terms(tmp_path: Path) -> None:
     assert bob.open(envelope) == offer
 
 
-def test_replayed_envelope_is_refused_even_if_keys_are_still_available(tmp_path: Path) -> None:
+def test_envelope_older_than_the_last_accepted_is_refused_even_if_keys_are_available(
+    tmp_path: Path,
+) -> None:
     alice, bob = _pair(tmp_path)
     first, second = alice.seal(_offer()), alice.seal(_offer())
-    bob.open(first)
     bob.open(second)
     with pytest.raises(EnvelopeRefused, match="replayed"):
         bob.open(first)
+    assert len(list((tmp_path / "b" / "terms").glob("*.json"))) == 1  # the refused one not kept
+
+
+def test_opened_terms_are_kept_so_a_retry_needs_no_kme(tmp_path: Path) -> None:
+    buffer = SharedKeyBuffer()
+    alice = TermsChannel(buffer, SwapStore(tmp_path / "a"), sae_id="alice", peer_sae_id="bob")
+    bob = TermsChannel(buffer, SwapStore(tmp_path / "b"), sae_id="bob", peer_sae_id="alice")
+    offer = _offer()
+    envelope = alice.seal(offer)
+    assert bob.open(envelope) == offer
+    buffer.keys.clear()  # the KME hands a key out once: it has nothing left for this envelope
+    assert bob.open(json.dumps(json.loads(envelope), indent=4)) == offer  # same envelope
+    (kept,) = (tmp_path / "b" / "terms").glob("*.json")
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert offer.swap_id not in envelope and offer.swap_id in kept.read_text()
+    # Kept terms are Bob's only: the same envelope handed to another SAE's channel is refused.
+    carol = TermsChannel(buffer, SwapStore(tmp_path / "b"), sae_id="carol", peer_sae_id="alice")
+    with pytest.raises(EnvelopeRefused, match="not for"):
+        carol.open(envelope)
 
 
 def test_our_own_envelope_reflected_back_is_refused(tmp_path: Path) -> None:
