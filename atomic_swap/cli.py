@@ -637,6 +637,9 @@ def audit(
             highlight=False,
         )
     if report.problems:
+        if json_out:  # the report above is the JSON answer; one object on stdout
+            console.print(f"[bold red]refused:[/] {len(report.problems)} problem(s)")
+            sys.exit(4)
         raise AuditFailed(f"application {app_id}: " + "; ".join(report.problems))
 
 

@@ -466,8 +466,10 @@ def participate(
     _check_clock("the initiator's chain", clock_a, policy)
     _check_clock("our chain", clock_b, policy)
     left_a = offer.deadline - clock_a.timestamp  # by chain A's own clock
-    # Worst case of the two chains' clocks within the tolerated skew of ours.
-    slack = 2 * policy.max_clock_skew
+    # Chain A's latest block may be older than it looks (an idle chain): with both clocks
+    # within the tolerated skew of ours, it is at most this much older, and A's deadline
+    # that much nearer in real time. (Our own chain being behind only helps.)
+    slack = policy.max_clock_skew - clock_a.skew
     lock = lock_seconds if lock_seconds is not None else min(left_a // 2, policy.max_lock)
     if lock < policy.min_lock:
         raise UnsafeTerms(
