@@ -42,6 +42,7 @@ __all__ = [
     "ContractState",
     "OnChainHTLC",
     "audit",
+    "audit_htlc",
     "latest_timestamp",
     "read_htlc",
     "verify_htlc",
@@ -380,6 +381,10 @@ def _check_asset(report: AuditReport, allow_roles: bool) -> None:
                 "escrow holding", "frozen", "the escrow's holding is frozen: no claim can pay out"
             )
         )
+
+
+audit_htlc = audit
+"""The package-level name of :func:`audit` (``atomic_swap.audit`` is this module)."""
 
 
 def verify_htlc(onchain: OnChainHTLC, expected: HTLCTerms, *, creator: str | None = None) -> None:

@@ -190,7 +190,8 @@ def cli_swap(
         acct = create_account_file(home / f"{name}.account")
         addresses[name] = acct.address
         envs[name] = {
-            "QSWAP_HOME": str(home / f"{name}-home"), "QSWAP_ACCOUNT": str(home / f"{name}.account"),
+            "QSWAP_HOME": str(home / f"{name}-home"),
+            "QSWAP_ACCOUNT": str(home / f"{name}.account"),
             "QSWAP_KME_URL": urls[end], "QSWAP_SAE_ID": name, "QSWAP_PEER_SAE_ID": peer,
             "QSWAP_KME_CA": str(pki / "ca.crt"), "QSWAP_SAE_CERT": str(pki / f"sae-{name}.crt"),
             "QSWAP_SAE_KEY": str(pki / f"sae-{name}.key"),
