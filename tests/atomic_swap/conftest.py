@@ -205,7 +205,8 @@ def start_kme_link(root: Path) -> KMELink:
 def kme_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KMELink]:
     link = start_kme_link(tmp_path_factory.mktemp("kme"))
     try:
-        link.feed()
+        # 128 KiB per direction: every envelope the suite seals (about 1 KiB each) fits.
+        link.feed(blocks=16, nbytes=16384)
         yield link
     finally:
         link.stop()
