@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from algosdk.v2client.algod import AlgodClient
+from pydantic import ValidationError
 
 from atomic_swap import htlc
 from atomic_swap.accounts import Account
@@ -209,20 +210,24 @@ def initiate(
     me = party.account
     secret = secrets.token_bytes(htlc.SECRET_BYTES)
     hashlock = htlc.hashlock_of(secret)
-    draft = Offer(
-        swap_id=str(uuid.uuid4()),
-        hashlock=hashlock.hex(),
-        network=network,
-        app_id=2**64 - 1,  # the longest an app ID can print: the keys cover the real offer
-        asset_id=asset_id,
-        amount=amount,
-        deadline=2**64 - 1,
-        initiator=me.address,
-        participant=participant,
-        want_asset_id=want_asset_id,
-        want_amount=want_amount,
-        receive_address=receive_address,
-    )
+    try:
+        draft = Offer(
+            swap_id=str(uuid.uuid4()),
+            hashlock=hashlock.hex(),
+            network=network,
+            app_id=2**64 - 1,  # the longest an app ID can print: the keys cover the real offer
+            asset_id=asset_id,
+            amount=amount,
+            deadline=2**64 - 1,
+            initiator=me.address,
+            participant=participant,
+            want_asset_id=want_asset_id,
+            want_amount=want_amount,
+            receive_address=receive_address,
+        )
+    except ValidationError as exc:
+        fields = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        raise UnsafeTerms(f"invalid swap terms ({fields}): nothing was locked") from exc
     reserved = channel.reserve(len(draft.model_dump_json().encode()))
     record = SwapRecord(
         swap_id=draft.swap_id,
