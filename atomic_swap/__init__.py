@@ -1,7 +1,8 @@
 """Hashlock/timelock atomic swaps between Algorand networks with QKD-sealed terms.
 
 Layers, bottom up: :mod:`~atomic_swap.htlc` (the TEAL application and its transactions),
-:mod:`~atomic_swap.audit` (reading a contract back and checking it), :mod:`~atomic_swap.terms`
+:mod:`~atomic_swap.node` (a node's network, clock and errors), :mod:`~atomic_swap.audit`
+(reading a contract back and checking everything: the one audit), :mod:`~atomic_swap.terms`
 and :mod:`~atomic_swap.sealing` (offer/acceptance in QKD-sealed envelopes),
 :mod:`~atomic_swap.swap` (the protocol), :mod:`~atomic_swap.cli` (``qswap``), and
 :mod:`~atomic_swap.devnet` (an algod-compatible dev node on go-algorand's evaluator).
@@ -23,7 +24,14 @@ from atomic_swap.errors import (
 )
 
 if TYPE_CHECKING:
-    from atomic_swap.audit import ContractState, OnChainHTLC, read_htlc, verify_htlc
+    from atomic_swap.audit import (
+        AuditReport,
+        ContractState,
+        OnChainHTLC,
+        audit_htlc,
+        read_htlc,
+        verify_htlc,
+    )
     from atomic_swap.htlc import HTLCTerms, Submitted
     from atomic_swap.sealing import KeySource, TermsChannel
     from atomic_swap.store import SwapRecord, SwapState, SwapStore
@@ -43,6 +51,7 @@ if TYPE_CHECKING:
 # does not pay for algosdk, pydantic and the evaluator before it needs them.
 _LAZY = {
     "Acceptance": "atomic_swap.terms",
+    "AuditReport": "atomic_swap.audit",
     "ContractState": "atomic_swap.audit",
     "HTLCTerms": "atomic_swap.htlc",
     "KeySource": "atomic_swap.sealing",
@@ -56,6 +65,7 @@ _LAZY = {
     "SwapState": "atomic_swap.store",
     "SwapStore": "atomic_swap.store",
     "TermsChannel": "atomic_swap.sealing",
+    "audit_htlc": "atomic_swap.audit",
     "extract_secret": "atomic_swap.swap",
     "initiate": "atomic_swap.swap",
     "participate": "atomic_swap.swap",
@@ -78,6 +88,7 @@ __all__ = [
     "Acceptance",
     "AccountFileError",
     "AuditFailed",
+    "AuditReport",
     "ChainError",
     "ContractState",
     "DevnetRejected",
@@ -98,6 +109,7 @@ __all__ = [
     "TermsChannel",
     "TransactionRejected",
     "UnsafeTerms",
+    "audit_htlc",
     "extract_secret",
     "initiate",
     "participate",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
+from urllib.error import URLError
 
 from algosdk import transaction
 from algosdk.abi import Method
@@ -77,7 +78,10 @@ class HTLCTerms:
 
 @dataclass(frozen=True)
 class Submitted:
-    """A confirmed group: its transaction IDs, round, total fees, and what it created."""
+    """A confirmed group: its transaction IDs, round, total fees, and its application.
+
+    ``app_id`` is the application a create made (as the node reports it), or the one a
+    claim, refund or delete settled (set by :mod:`atomic_swap.swap`)."""
 
     txids: tuple[str, ...]
     round: int
@@ -130,6 +134,11 @@ def send_group(
     except ConfirmationTimeoutError as exc:
         txid = txns[0].get_txid()
         raise ChainError(f"not confirmed within {wait_rounds} rounds: {txid}") from exc
+    except (URLError, OSError) as exc:
+        raise ChainError(
+            f"node unreachable while sending {txns[0].get_txid()} (it may or may not have been "
+            f"submitted; retrying is safe): {exc}"
+        ) from exc
     return Submitted(
         txids=tuple(t.get_txid() for t in txns),
         round=int(info["confirmed-round"]),
@@ -149,7 +158,7 @@ def _algod_reason(exc: AlgodHTTPError) -> str:
 
 def create(client: AlgodClient, key: str, sender: str, terms: HTLCTerms) -> Submitted:
     """Create the HTLC application (unfunded); the result carries its ``app_id``."""
-    sp = client.suggested_params()
+    sp = _params(client)
     txn = transaction.ApplicationCreateTxn(
         sender,
         sp,
@@ -175,7 +184,7 @@ def create(client: AlgodClient, key: str, sender: str, terms: HTLCTerms) -> Subm
 
 def fund(client: AlgodClient, key: str, sender: str, app_id: int, terms: HTLCTerms) -> Submitted:
     """Fund the application account in one atomic group (ASA: pay MBR, opt in, transfer)."""
-    sp = client.suggested_params()
+    sp = _params(client)
     app_address = get_application_address(app_id)
     if terms.asset_id == 0:
         pay = transaction.PaymentTxn(sender, sp, app_address, terms.amount + ACCOUNT_MIN_BALANCE)
@@ -203,7 +212,7 @@ def refund(client: AlgodClient, key: str, sender: str, app_id: int, terms: HTLCT
 
 def delete(client: AlgodClient, key: str, sender: str, app_id: int) -> Submitted:
     """Delete our empty HTLC (unfunded or settled), releasing its minimum-balance hold."""
-    sp = client.suggested_params()
+    sp = _params(client)
     return send_group(client, [transaction.ApplicationDeleteTxn(sender, sp, app_id)], key)
 
 
@@ -216,7 +225,7 @@ def _settle(
     args: list[bytes],
 ) -> Submitted:
     inner = 1 if terms.asset_id == 0 else 2
-    sp = _flat(client.suggested_params(), 1 + inner)
+    sp = _flat(_params(client), 1 + inner)
     txn = transaction.ApplicationNoOpTxn(
         sender,
         sp,
@@ -226,6 +235,17 @@ def _settle(
         foreign_assets=[terms.asset_id] if terms.asset_id else None,
     )
     return send_group(client, [txn], key)
+
+
+def _params(client: AlgodClient) -> transaction.SuggestedParams:
+    try:
+        return client.suggested_params()
+    except AlgodHTTPError as exc:
+        if exc.code == 401:
+            raise ChainError("the node refused our API token (check --algod-token)") from exc
+        raise ChainError(f"node error reading transaction parameters: {exc}") from exc
+    except (URLError, OSError) as exc:
+        raise ChainError(f"node unreachable: {exc}") from exc
 
 
 def _flat(sp: transaction.SuggestedParams, n: int) -> transaction.SuggestedParams:

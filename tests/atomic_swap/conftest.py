@@ -205,7 +205,8 @@ def start_kme_link(root: Path) -> KMELink:
 def kme_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KMELink]:
     link = start_kme_link(tmp_path_factory.mktemp("kme"))
     try:
-        link.feed()
+        # 128 KiB per direction: every envelope the suite seals (about 1 KiB each) fits.
+        link.feed(blocks=16, nbytes=16384)
         yield link
     finally:
         link.stop()
@@ -248,6 +249,19 @@ def networks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, N
             for x in "AB"
         )  # fmt: skip
         return
+    nets = [start_devnet(tmp_path_factory.mktemp(n), n) for n in ("alpha", "beta")]
+    try:
+        yield tuple(  # type: ignore[misc]
+            Node(n.url, n.token, n.data_dir / "dispenser.mnemonic") for n in nets
+        )
+    finally:
+        for n in nets:
+            n.stop()
+
+
+@pytest.fixture
+def own_networks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]]:
+    """Two devnets for one test: for tests that move a chain's clock (it never goes back)."""
     nets = [start_devnet(tmp_path_factory.mktemp(n), n) for n in ("alpha", "beta")]
     try:
         yield tuple(  # type: ignore[misc]

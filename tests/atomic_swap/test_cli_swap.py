@@ -38,6 +38,17 @@ class Parties:
 
 @pytest.fixture
 def parties(tmp_path: Path, networks: tuple[Node, Node], kme_link: KMELink) -> Parties:
+    return make_parties(tmp_path, networks, kme_link)
+
+
+@pytest.fixture
+def parties_own_clock(
+    tmp_path: Path, own_networks: tuple[Node, Node], kme_link: KMELink
+) -> Parties:
+    return make_parties(tmp_path, own_networks, kme_link)
+
+
+def make_parties(tmp_path: Path, networks: tuple[Node, Node], kme_link: KMELink) -> Parties:
     alpha, beta = networks
     addresses = {}
     envs = {}
@@ -82,7 +93,7 @@ def initiate(p: Parties, tmp_path: Path, *extra: str) -> tuple[Path, dict[str, A
     offer = tmp_path / "offer.json"
     qswap(
         "initiate", "--participant", p.bob_address, "--amount", str(3 * ALGO),
-        "--want-amount", str(2 * ALGO), "--lock", "3h", "--out", str(offer), *extra, env=p.alice,
+        "--want-amount", str(2 * ALGO), "--out", str(offer), *extra, env=p.alice,
     )  # fmt: skip
     record = json.loads(next(Path(p.alice["QSWAP_HOME"], "swaps").glob("*.json")).read_text())
     return offer, record
@@ -144,11 +155,13 @@ def test_full_swap_through_the_cli(parties: Parties, tmp_path: Path) -> None:
     assert gone.returncode == 4 and "does not exist" in gone.stderr
 
 
-def test_participant_refunds_when_initiator_disappears(parties: Parties, tmp_path: Path) -> None:
-    p = parties
+def test_participant_refunds_when_initiator_disappears(
+    parties_own_clock: Parties, tmp_path: Path
+) -> None:
+    p = parties_own_clock
     offer, record = initiate(p, tmp_path)
     acceptance = tmp_path / "acceptance.json"
-    participate(p, offer, acceptance, "--lock", "1h", "--min-margin", "30m")
+    participate(p, offer, acceptance, "--lock", "1h", "--min-lock", "1h")
     bob_record = json.loads(next(Path(p.bob["QSWAP_HOME"], "swaps").glob("*.json")).read_text())
     app_b = int(bob_record["own_app_id"])
     # Alice never redeems. Bob cannot take his funds back before his deadline...
@@ -160,7 +173,7 @@ def test_participant_refunds_when_initiator_disappears(parties: Parties, tmp_pat
     qswap("refund", "--app-id", str(app_b), env=p.bob)
     assert balance(p.beta, p.bob_address) == before + 2 * ALGO + 100_000 - 2000
     # Alice, back after her own deadline, refunds hers too.
-    p.alpha.advance_clock(3 * 3600 + 100, p.alice)
+    p.alpha.advance_clock(48 * 3600 + 100, p.alice)
     qswap("refund", "--app-id", str(record["own_app_id"]), env=p.alice)
     assert read_htlc(p.alpha.client, int(record["own_app_id"])).state is ContractState.REFUNDED
     assert "refunded" in qswap("status", env=p.bob).stderr

@@ -236,3 +236,108 @@ def test_minimum_balance_counts_the_state_schema_of_created_apps(devnet: Devnet)
         htlc.send_group(devnet.client, [spend], key)
     small = transaction.PaymentTxn(address, devnet.client.suggested_params(), dispenser, 400_000)
     htlc.send_group(devnet.client, [small], key)
+
+
+def test_each_devnet_is_its_own_network(tmp_path: Path, devnet: Devnet) -> None:
+    other = start_devnet(tmp_path, "other")
+    try:
+        mine, theirs = (httpx.get(f"{n.url}/versions").json() for n in (devnet, other))
+        assert mine["genesis_id"] == "unit-v1" and theirs["genesis_id"] == "other-v1"
+        assert mine["genesis_hash_b64"] != theirs["genesis_hash_b64"]
+        params = as_json(httpx.get(f"{other.url}/v2/transactions/params", headers=other.headers)
+                         .json())  # fmt: skip
+        assert params["genesis-hash"] == theirs["genesis_hash_b64"]
+        block = as_json(other.client.block_info(1))["block"]
+        assert block["gh"] == theirs["genesis_hash_b64"] and block["gen"] == "other-v1"
+        # A payment signed for `unit`, with a validity window both chains are in, is refused
+        # by `other` (and would be by the evaluator itself: the block names other's genesis).
+        sp = devnet.client.suggested_params()
+        sp.first, sp.last = 1, 1000
+        dispenser = account.address_from_private_key(devnet.dispenser_key)
+        _, receiver = account.generate_account()
+        pay = transaction.PaymentTxn(dispenser, sp, receiver, ALGO)
+        signed = AccountTransactionSigner(devnet.dispenser_key).sign_transactions([pay], [0])
+        with pytest.raises(AlgodHTTPError, match="genesis hash"):
+            other.client.send_transactions(signed)
+        # The same genesis hash with another genesis ID is refused too.
+        sp2 = other.client.suggested_params()
+        sp2.gen = "unit-v1"
+        other_key = other.dispenser_key
+        bad = transaction.PaymentTxn(account.address_from_private_key(other_key), sp2, receiver, 1)
+        with pytest.raises(TransactionRejected, match="genesis ID"):
+            htlc.send_group(other.client, [bad], other_key)
+    finally:
+        other.stop()
+    # The genesis is the data directory's: a restart keeps it.
+    again = start_devnet(tmp_path, "other")
+    try:
+        assert httpx.get(f"{again.url}/versions").json() == theirs
+    finally:
+        again.stop()
+
+
+def test_application_ids_are_never_reused(devnet: Devnet) -> None:
+    key, address = account.generate_account()
+    dispenser = account.address_from_private_key(devnet.dispenser_key)
+    pay = transaction.PaymentTxn(dispenser, devnet.client.suggested_params(), address, 5 * ALGO)
+    htlc.send_group(devnet.client, [pay], devnet.dispenser_key)
+    program = compile_teal("#pragma version 8\nint 1\n")
+    empty = transaction.StateSchema(0, 0)
+
+    def create(pages: int = 0) -> int:
+        txn = transaction.ApplicationCreateTxn(
+            address, devnet.client.suggested_params(), 0, program, program, empty, empty,
+            extra_pages=pages,
+        )  # fmt: skip
+        app_id = htlc.send_group(devnet.client, [txn], key).app_id
+        assert app_id is not None
+        return app_id
+
+    first = create()
+    delete = transaction.ApplicationDeleteTxn(address, devnet.client.suggested_params(), first)
+    htlc.send_group(devnet.client, [delete], key)
+    second = create(pages=1)
+    assert second > first
+    devnet.client.send_transaction(_signed_payment(devnet))  # a block that does not touch it
+    params = as_json(devnet.client.application_info(second))["params"]
+    assert params["extra-program-pages"] == 1
+    assert base64.b64decode(params["clear-state-program"]) == program
+    info = as_json(devnet.client.account_info(address))
+    assert info["min-balance"] == 100_000 + 100_000 + 100_000  # account + app + extra page
+
+
+def test_asset_roles_survive_blocks(devnet: Devnet) -> None:
+    key, address = account.generate_account()
+    _, reserve = account.generate_account()
+    dispenser = account.address_from_private_key(devnet.dispenser_key)
+    pay = transaction.PaymentTxn(dispenser, devnet.client.suggested_params(), address, 5 * ALGO)
+    htlc.send_group(devnet.client, [pay], devnet.dispenser_key)
+    make = transaction.AssetCreateTxn(
+        address, devnet.client.suggested_params(), total=1000, default_frozen=False,
+        unit_name="ROLE", asset_name="roles", decimals=2, manager=address, reserve=reserve,
+        freeze=dispenser, clawback=address,
+    )  # fmt: skip
+    made = htlc.send_group(devnet.client, [make], key)
+    asset_id = as_json(devnet.client.pending_transaction_info(made.txids[0]))["asset-index"]
+    for _ in range(2):
+        devnet.client.send_transaction(_signed_payment(devnet))
+    params = as_json(devnet.client.asset_info(asset_id))["params"]
+    assert (params["manager"], params["reserve"], params["freeze"], params["clawback"]) == (
+        address,
+        reserve,
+        dispenser,
+        address,
+    )
+    # ...and keep working: the clawback address can move the asset without the holder.
+    optin = transaction.AssetOptInTxn(dispenser, devnet.client.suggested_params(), asset_id)
+    htlc.send_group(devnet.client, [optin], devnet.dispenser_key)
+    give = transaction.AssetTransferTxn(
+        address, devnet.client.suggested_params(), dispenser, 10, asset_id
+    )
+    htlc.send_group(devnet.client, [give], key)
+    take = transaction.AssetTransferTxn(
+        address, devnet.client.suggested_params(), address, 4, asset_id, revocation_target=dispenser
+    )
+    htlc.send_group(devnet.client, [take], key)
+    holdings = as_json(devnet.client.account_info(dispenser))["assets"]
+    assert next(a["amount"] for a in holdings if a["asset-id"] == asset_id) == 6

@@ -65,6 +65,12 @@ class Setup:
         assert info["amount"] == 10 * ALGO and not info["created-apps"]
 
 
+def _balance(node: Node, address: str) -> int:
+    info = node.client.account_info(address)
+    assert isinstance(info, dict)
+    return int(info["amount"])
+
+
 def _fund(node: Node, addresses: list[str]) -> None:
     funder = account.address_from_private_key(_key(node.funder))
     sp = node.client.suggested_params()
@@ -95,7 +101,7 @@ def setup(tmp_path: Path, networks: tuple[Node, Node], kme_link: KMELink) -> Set
     return Setup(alice, bob, alpha, beta, bob_env, kme_link, tmp_path)
 
 
-def _offer(s: Setup, *, participant: str | None = None, lock: int = 3 * 3600) -> tuple[str, int]:
+def _offer(s: Setup, *, participant: str | None = None, lock: int = 48 * 3600) -> tuple[str, int]:
     _, envelope = swap.initiate(
         s.alice_party(), s.alice_channel(), participant=participant or s.bob.address,
         amount=3 * ALGO, asset_id=0, want_amount=2 * ALGO, want_asset_id=0,
@@ -133,7 +139,7 @@ def test_offer_naming_another_receiver_is_refused(setup: Setup) -> None:
 
 
 def test_deadline_too_close_is_refused(setup: Setup) -> None:
-    envelope, _ = _offer(setup, lock=90 * 60)  # half of it (45 min) is under the 1 h minimum
+    envelope, _ = _offer(setup, lock=20 * 3600)  # half of it (10 h) is under the 12 h minimum
     out = setup.participate(envelope)
     assert out.returncode == 4 and "refused" in out.stderr and "minimum" in out.stderr
     setup.assert_nothing_locked()
@@ -143,7 +149,7 @@ def test_unfunded_contract_is_refused(setup: Setup) -> None:
     secret = bytes(32)
     terms = htlc.HTLCTerms(
         hashlock=htlc.hashlock_of(secret), receiver=setup.bob.address,
-        refund_to=setup.alice.address, deadline=latest_timestamp(setup.alpha.client) + 3 * 3600,
+        refund_to=setup.alice.address, deadline=latest_timestamp(setup.alpha.client) + 48 * 3600,
         asset_id=0, amount=3 * ALGO,
     )  # fmt: skip
     created = htlc.create(setup.alpha.client, setup.alice.private_key, setup.alice.address, terms)
@@ -165,7 +171,7 @@ def test_unknown_program_is_refused(setup: Setup, monkeypatch: pytest.MonkeyPatc
     secret = bytes(range(32))
     terms = htlc.HTLCTerms(
         hashlock=htlc.hashlock_of(secret), receiver=setup.bob.address,
-        refund_to=setup.alice.address, deadline=latest_timestamp(setup.alpha.client) + 3 * 3600,
+        refund_to=setup.alice.address, deadline=latest_timestamp(setup.alpha.client) + 48 * 3600,
         asset_id=0, amount=3 * ALGO,
     )  # fmt: skip
     a = setup.alice
@@ -177,13 +183,21 @@ def test_unknown_program_is_refused(setup: Setup, monkeypatch: pytest.MonkeyPatc
     setup.assert_nothing_locked()
 
 
-def test_replayed_offer_is_refused(setup: Setup) -> None:
+def test_replayed_offer_gets_the_same_htlc_not_a_second_one(setup: Setup) -> None:
     envelope, _ = _offer(setup)
-    assert setup.participate(envelope).returncode == 0
-    (setup.tmp / "acceptance.json").unlink()
-    again = setup.participate(envelope)
-    assert again.returncode == 3 and "refused" in again.stderr
-    assert not (setup.tmp / "acceptance.json").exists()
+    first = setup.participate(envelope, "--json")
+    assert first.returncode == 0, first.stderr
+    paid = json.loads(first.stdout)
+    after_first = _balance(setup.beta, setup.bob.address)
+    # Bob paid 2 ALGO + the escrow's 0.1 ALGO minimum balance + two fees, and holds the
+    # application's minimum balance (0.1 + 4 x 0.0285 + 4 x 0.05 ALGO) against his account.
+    assert after_first == 10 * ALGO - 2 * ALGO - 100_000 - 2000
+    again = setup.participate(envelope, "--json")  # the same envelope, replayed
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["app_id"] == paid["app_id"]
+    assert _balance(setup.beta, setup.bob.address) == after_first  # to the microAlgo
+    info = setup.beta.client.account_info(setup.bob.address)
+    assert isinstance(info, dict) and len(info["created-apps"]) == 1
 
 
 def test_envelope_for_another_sae_is_refused(setup: Setup) -> None:
@@ -219,7 +233,7 @@ def _initiate_beyond_means(s: Setup) -> str:
         swap.initiate(
             s.alice_party(), s.alice_channel(), participant=s.bob.address, amount=20 * ALGO,
             asset_id=0, want_amount=2 * ALGO, want_asset_id=0, receive_address=s.alice.address,
-            lock_seconds=3 * 3600,
+            lock_seconds=48 * 3600,
         )  # fmt: skip
     (record,) = SwapStore(s.tmp / "alice-home").all()
     assert record.state is SwapState.CREATED and record.secret
