@@ -480,6 +480,7 @@ class _Bob:
         self._halves_parity = np.zeros((len(self._halves_rows), 2), dtype=np.uint8)
         self._halves_shifts = np.array(self._halves_rows, dtype=np.uint64)
         self._fixed = np.zeros(self._n, dtype=bool)  # scratch for _holds_any
+        self._ever_fixed = np.zeros(self._n, dtype=bool)  # bits corrected so far
         self._snapshot = _Buffer()
         self._disclosed = 0
         self._exchanges = 0
@@ -712,7 +713,16 @@ class _Bob:
         return held
 
     def _correct(self, errors: _IntArray) -> None:
-        """Flip Bob's bits at ``errors`` and the parity of every block holding one."""
+        """Flip Bob's bits at ``errors`` and the parity of every block holding one.
+
+        A fix makes a bit equal to Alice's, so with parities of one real key no bit is
+        ever fixed twice. A second fix means the parities contradict each other (a
+        tampered answer, caught by authentication only at the next checkpoint): stop,
+        rather than flip bits back and forth for ever.
+        """
+        if self._ever_fixed[errors].any():
+            raise ChannelError("cascade: Alice's parities contradict each other")
+        self._ever_fixed[errors] = True
         self._key[errors] ^= 1
         self._corrected += errors.size
         for index, block_of in enumerate(self._block_of):
