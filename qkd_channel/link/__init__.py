@@ -11,7 +11,7 @@ from qkd_channel.link.analytic import (
     DecoyBounds,
     FiniteKeyRate,
     KeyRate,
-    binary_entropy,
+    asymptotic_key_rate,
     decoy_bounds,
     estimate_key_rate,
     finite_key_length,
@@ -21,6 +21,15 @@ from qkd_channel.link.analytic import (
 )
 from qkd_channel.link.channel import Eavesdropper, Photons, fibre
 from qkd_channel.link.eavesdroppers import BeamSplitting, InterceptResend, PhotonNumberSplitting
+from qkd_channel.link.finite_key import (
+    EpsilonTerm,
+    FiniteKeyBounds,
+    KeyDesign,
+    binary_entropy,
+    certify,
+    epsilon_budget,
+    secret_length,
+)
 from qkd_channel.link.parameters import DECOY, SIGNAL, VACUUM, LinkParameters
 from qkd_channel.link.presets import (
     BRISTOL_CLAVIS2,
@@ -53,17 +62,23 @@ __all__ = [
     "DecoyCounts",
     "DecoyObservation",
     "Eavesdropper",
+    "EpsilonTerm",
+    "FiniteKeyBounds",
     "FiniteKeyRate",
     "InterceptResend",
+    "KeyDesign",
     "KeyRate",
     "LinkParameters",
     "LinkRun",
     "PhotonNumberSplitting",
     "Photons",
+    "asymptotic_key_rate",
     "binary_entropy",
     "bristol_clavis2",
+    "certify",
     "count_run",
     "decoy_bounds",
+    "epsilon_budget",
     "estimate_key_rate",
     "expected_counts",
     "expected_observation",
@@ -73,5 +88,6 @@ __all__ = [
     "key_rate_from_observation",
     "observation_from_arrivals",
     "secret_key_rate",
+    "secret_length",
     "simulate",
 ]

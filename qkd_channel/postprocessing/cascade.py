@@ -54,6 +54,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qkd_channel.errors import ChannelError
+from qkd_channel.link.finite_key import binary_entropy
 from qkd_channel.postprocessing import cascade_wire as wire
 
 if TYPE_CHECKING:
@@ -76,13 +77,6 @@ _MIN_QBER = 1e-5
 _EARLY_PASSES = 2
 #: A pass-2 block waits while running pass-1 searches are expected to fix more of its bits.
 _PRESSURE = 0.5
-
-
-def binary_entropy(p: float) -> float:
-    """Shannon binary entropy h(p) in bits; 0 at p = 0 and p = 1."""
-    if p <= 0.0 or p >= 1.0:
-        return 0.0
-    return -p * math.log2(p) - (1.0 - p) * math.log2(1.0 - p)
 
 
 def pass_layout(
