@@ -29,7 +29,6 @@ import numpy as np
 from qkd_channel.errors import LinkAborted
 from qkd_channel.link import (
     BRISTOL_MEASUREMENTS,
-    FiniteKeyBounds,
     KeyDesign,
     LinkParameters,
     LinkRun,
@@ -40,7 +39,6 @@ from qkd_channel.link import (
     secret_length,
     simulate,
 )
-from qkd_channel.link.finite_key import LIM_EPSILON_TERMS
 from qkd_channel.link.presets import LAB_LINK, LAB_LINK_SYMMETRIC
 from qkd_channel.link.tomamichel2012 import PUBLISHED_RATES, optimal_rate
 from qkd_channel.postprocessing.authentication import (
@@ -118,14 +116,8 @@ def _block(
         stats = post_process(run, config).stats
     except LinkAborted:
         return 0.0, 0.0
-    bounds = FiniteKeyBounds(
-        vacuum_events=stats.vacuum_events,
-        single_photon_events=stats.single_photon_events,
-        phase_error_rate=stats.phase_error_bound,
-        epsilon_terms=LIM_EPSILON_TERMS + (1 if stats.sample_bits else 0),
-    )
     allowed = secret_length(
-        bounds,
+        stats.bounds,
         leak_ec=stats.disclosed_ec_bits,
         leak_verify=math.log2(2.0 / stats.epsilon_cor),
         epsilon_sec=stats.epsilon_sec,

@@ -42,7 +42,12 @@ import numpy as np
 import numpy.typing as npt
 
 from qkd_channel.errors import ChannelError, EstimationAborted, LinkAborted
-from qkd_channel.link.finite_key import KeyDesign, binary_entropy
+from qkd_channel.link.finite_key import (
+    LIM_EPSILON_TERMS,
+    FiniteKeyBounds,
+    KeyDesign,
+    binary_entropy,
+)
 from qkd_channel.link.records import AliceRecord, BobRecord
 from qkd_channel.postprocessing import messages
 from qkd_channel.postprocessing.authentication import AuthenticatedChannel, Role
@@ -108,6 +113,16 @@ class BlockStats:
     epsilon_sec: float
     epsilon_cor: float
     elapsed_seconds: float = field(compare=False)
+
+    @property
+    def bounds(self) -> FiniteKeyBounds:
+        """What the block's counts certified (the input of the key-length formula)."""
+        return FiniteKeyBounds(
+            vacuum_events=self.vacuum_events,
+            single_photon_events=self.single_photon_events,
+            phase_error_rate=self.phase_error_bound,
+            epsilon_terms=LIM_EPSILON_TERMS + (1 if self.sample_bits else 0),
+        )
 
     @property
     def epsilon(self) -> float:

@@ -16,6 +16,7 @@ from qkd_channel.link import (
     simulate,
 )
 from qkd_channel.link.eavesdroppers import BeamSplitting, InterceptResend, PhotonNumberSplitting
+from tests.qkd_channel.seeded import seeded
 
 SIGMAS = 4.5
 
@@ -35,12 +36,7 @@ def binomial_z(successes: float, trials: float, p: float) -> float:
 
 
 def test_honest_run_certifies_a_key() -> None:
-    run = simulate(
-        LINK,
-        PULSES,
-        rng=np.random.default_rng(11),
-        random_bytes=np.random.default_rng([11, 1]).bytes,
-    )
+    run = simulate(LINK, PULSES, **seeded(11))
     assert estimate_key_rate(run, LINK).per_pulse > 0
 
 
@@ -48,8 +44,7 @@ def test_full_intercept_resend_pushes_qber_to_a_quarter_and_kills_the_key() -> N
     run = simulate(
         LINK,
         PULSES,
-        rng=np.random.default_rng(12),
-        random_bytes=np.random.default_rng([12, 1]).bytes,
+        **seeded(12),
         eavesdropper=InterceptResend(1.0),
     )
     counts = count_run(run)
@@ -67,8 +62,7 @@ def test_partial_intercept_resend_adds_a_quarter_of_the_fraction(fraction: float
     run = simulate(
         LINK,
         PULSES,
-        rng=np.random.default_rng(13),
-        random_bytes=np.random.default_rng([13, 1]).bytes,
+        **seeded(13),
         eavesdropper=attack,
     )
     counts = count_run(run)
@@ -84,8 +78,7 @@ def test_pns_is_invisible_in_signal_statistics_but_exposed_by_decoys() -> None:
     run = simulate(
         LINK,
         PULSES,
-        rng=np.random.default_rng(14),
-        random_bytes=np.random.default_rng([14, 1]).bytes,
+        **seeded(14),
         eavesdropper=PhotonNumberSplitting(),
     )
     counts = count_run(run)
@@ -125,8 +118,7 @@ def test_beam_splitting_is_invisible_and_within_what_gllp_concedes() -> None:
     run = simulate(
         LINK,
         PULSES,
-        rng=np.random.default_rng(15),
-        random_bytes=np.random.default_rng([15, 1]).bytes,
+        **seeded(15),
         eavesdropper=attack,
     )
     counts = count_run(run)
@@ -149,8 +141,7 @@ def test_no_eavesdropper_forwards_zero_photons_as_detections() -> None:
     run = simulate(
         replace(LINK, dark_count_probability=0.0),
         200_000,
-        rng=np.random.default_rng(16),
-        random_bytes=np.random.default_rng([16, 1]).bytes,
+        **seeded(16),
         eavesdropper=InterceptResend(1.0),
     )
     vacuum_clicks = np.sum(run.alice.intensities[run.bob.indices] == 2)
@@ -169,8 +160,7 @@ def test_intercept_resend_prediction_matches_simulation_with_biased_bases() -> N
     run = simulate(
         link,
         PULSES,
-        rng=np.random.default_rng(17),
-        random_bytes=np.random.default_rng([17, 1]).bytes,
+        **seeded(17),
         eavesdropper=attack,
     )
     counts = count_run(run)

@@ -21,6 +21,7 @@ from qkd_channel.link import (
     simulate,
 )
 from qkd_channel.link.choices import categorical, uniform_bits
+from tests.qkd_channel.seeded import seeded
 
 SIGMAS = 4.5  # per comparison; ~7e-6 two-sided false-alarm probability each
 
@@ -48,12 +49,7 @@ BUSY = replace(
     ],
 )
 def test_measured_gains_and_qbers_match_the_model(link: LinkParameters, n_pulses: int) -> None:
-    run = simulate(
-        link,
-        n_pulses,
-        rng=np.random.default_rng(20261123),
-        random_bytes=np.random.default_rng([20261123, 1]).bytes,
-    )
+    run = simulate(link, n_pulses, **seeded(20261123))
     counts = count_run(run)
     expected = expected_observation(link)
     for k in range(3):
@@ -72,12 +68,7 @@ def test_measured_gains_and_qbers_match_the_model(link: LinkParameters, n_pulses
 
 def test_class_and_basis_frequencies_follow_the_parameters() -> None:
     link = replace(BUSY, z_basis_probability=0.8)
-    run = simulate(
-        link,
-        1_000_000,
-        rng=np.random.default_rng(1),
-        random_bytes=np.random.default_rng([1, 1]).bytes,
-    )
+    run = simulate(link, 1_000_000, **seeded(1))
     n = run.n_pulses
     for k, p in enumerate(link.intensity_probabilities):
         assert abs(binomial_z(float(np.sum(run.alice.intensities == k)), n, p)) < SIGMAS
@@ -91,8 +82,7 @@ def test_run_records_have_the_documented_shape() -> None:
     run = simulate(
         link,
         200_000,
-        rng=np.random.default_rng(3),
-        random_bytes=np.random.default_rng([3, 1]).bytes,
+        **seeded(3),
         chunk_size=65_536,
     )
     assert run.n_pulses == 200_000
@@ -110,38 +100,22 @@ def test_dead_time_spans_chunk_boundaries() -> None:
     run = simulate(
         link,
         300_000,
-        rng=np.random.default_rng(4),
-        random_bytes=np.random.default_rng([4, 1]).bytes,
+        **seeded(4),
         chunk_size=1_000,
     )
     assert np.all(np.diff(run.bob.indices) > link.dead_time_pulses)
 
 
 def test_seeded_runs_are_reproducible() -> None:
-    first = simulate(
-        BUSY,
-        100_000,
-        rng=np.random.default_rng(5),
-        random_bytes=np.random.default_rng([5, 1]).bytes,
-    )
-    second = simulate(
-        BUSY,
-        100_000,
-        rng=np.random.default_rng(5),
-        random_bytes=np.random.default_rng([5, 1]).bytes,
-    )
+    first = simulate(BUSY, 100_000, **seeded(5))
+    second = simulate(BUSY, 100_000, **seeded(5))
     assert np.array_equal(first.bob.indices, second.bob.indices)
     assert np.array_equal(first.bob.bits, second.bob.bits)
     assert np.array_equal(first.alice.bits, second.alice.bits)
 
 
 def test_estimated_rate_from_a_run_matches_the_model() -> None:
-    run = simulate(
-        BUSY,
-        3_000_000,
-        rng=np.random.default_rng(6),
-        random_bytes=np.random.default_rng([6, 1]).bytes,
-    )
+    run = simulate(BUSY, 3_000_000, **seeded(6))
     measured = estimate_key_rate(run, BUSY)
     model = secret_key_rate(BUSY)
     # Y1 rests on thousands of decoy clicks: tight. e1 rests on a few dozen X-basis decoy
@@ -160,9 +134,7 @@ def test_estimated_rate_from_a_run_matches_the_model() -> None:
 
 
 def test_zero_pulses_give_an_empty_run() -> None:
-    run = simulate(
-        BUSY, 0, rng=np.random.default_rng(0), random_bytes=np.random.default_rng([0, 1]).bytes
-    )
+    run = simulate(BUSY, 0, **seeded(0))
     assert run.bob.indices.size == 0 and run.alice.bits.size == 0
 
 
@@ -172,8 +144,7 @@ def test_bad_arguments_are_rejected(n_pulses: int, chunk_size: int) -> None:
         simulate(
             BUSY,
             n_pulses,
-            rng=np.random.default_rng(0),
-            random_bytes=np.random.default_rng([0, 1]).bytes,
+            **seeded(0),
             chunk_size=chunk_size,
         )
 

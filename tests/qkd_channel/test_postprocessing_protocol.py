@@ -7,11 +7,10 @@ import os
 import threading
 from typing import Any
 
-import numpy as np
 import pytest
 
 from qkd_channel.errors import ChannelError, EstimationAborted, LinkAborted
-from qkd_channel.link import FiniteKeyBounds, KeyDesign, LinkRun, secret_length, simulate
+from qkd_channel.link import KeyDesign, LinkRun, secret_length, simulate
 from qkd_channel.link.eavesdroppers import InterceptResend
 from qkd_channel.link.presets import LAB_LINK, LAB_LINK_SYMMETRIC
 from qkd_channel.postprocessing.authentication import (
@@ -27,6 +26,7 @@ from qkd_channel.postprocessing.protocol import (
     run_alice,
     run_bob,
 )
+from tests.qkd_channel.seeded import seeded
 
 CONFIG = PostProcessingConfig(EstimationSettings(LAB_LINK), timeout=20.0)
 PULSES = 2_000_000
@@ -34,12 +34,7 @@ PULSES = 2_000_000
 
 @pytest.fixture(scope="module")
 def honest_run() -> LinkRun:
-    return simulate(
-        LAB_LINK,
-        PULSES,
-        rng=np.random.default_rng(21),
-        random_bytes=np.random.default_rng([21, 1]).bytes,
-    )
+    return simulate(LAB_LINK, PULSES, **seeded(21))
 
 
 def _channels(psk: bytes) -> tuple[AuthenticatedChannel, AuthenticatedChannel]:
@@ -117,14 +112,8 @@ def test_the_key_is_what_the_bound_allows_for_the_blocks_own_counts(honest_run: 
     alice, _ = _run_block(honest_run, *_channels(os.urandom(512)))
     assert isinstance(alice, BlockResult), alice
     stats = alice.stats
-    bounds = FiniteKeyBounds(
-        vacuum_events=stats.vacuum_events,
-        single_photon_events=stats.single_photon_events,
-        phase_error_rate=stats.phase_error_bound,
-        epsilon_terms=21,
-    )
     allowed = secret_length(
-        bounds,
+        stats.bounds,
         leak_ec=stats.disclosed_ec_bits,
         leak_verify=math.log2(2.0 / stats.epsilon_cor),
         epsilon_sec=stats.epsilon_sec,
@@ -134,12 +123,7 @@ def test_the_key_is_what_the_bound_allows_for_the_blocks_own_counts(honest_run: 
 
 
 def test_the_first_design_still_runs_for_comparison() -> None:
-    run = simulate(
-        LAB_LINK_SYMMETRIC,
-        PULSES,
-        rng=np.random.default_rng(24),
-        random_bytes=np.random.default_rng([24, 1]).bytes,
-    )
+    run = simulate(LAB_LINK_SYMMETRIC, PULSES, **seeded(24))
     config = PostProcessingConfig(
         EstimationSettings(LAB_LINK_SYMMETRIC, design=KeyDesign.SIGNAL_SAMPLED), timeout=20.0
     )
@@ -174,8 +158,7 @@ def test_intercept_resend_aborts_and_delivers_no_key() -> None:
     run = simulate(
         LAB_LINK,
         PULSES,
-        rng=np.random.default_rng(22),
-        random_bytes=np.random.default_rng([22, 1]).bytes,
+        **seeded(22),
         eavesdropper=InterceptResend(1.0),
     )
     alice, bob = _run_block(run, *_channels(os.urandom(512)))
@@ -190,8 +173,7 @@ def test_partial_intercept_resend_is_caught_by_the_phase_error_bound() -> None:
     run = simulate(
         LAB_LINK,
         PULSES,
-        rng=np.random.default_rng(23),
-        random_bytes=np.random.default_rng([23, 1]).bytes,
+        **seeded(23),
         eavesdropper=InterceptResend(0.3),
     )
     alice, bob = _run_block(run, *_channels(os.urandom(512)))

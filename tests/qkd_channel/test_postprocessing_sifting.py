@@ -23,6 +23,7 @@ from qkd_channel.postprocessing.estimation import (
 )
 from qkd_channel.postprocessing.messages import Kind, Writer
 from qkd_channel.postprocessing.sifting import sift_alice, sift_bob
+from tests.qkd_channel.seeded import seeded
 
 SOURCE = LAB_LINK_SYMMETRIC  # intensities 0.6 / 0.2 / 0 sent 50 / 25 / 25 % of the time
 
@@ -207,12 +208,7 @@ def test_nothing_certified_aborts_before_error_correction(design: KeyDesign) -> 
 
 @pytest.mark.parametrize("design", list(KeyDesign))
 def test_key_length_falls_bit_for_bit_with_disclosure(design: KeyDesign) -> None:
-    run = simulate(
-        LAB_LINK_SYMMETRIC,
-        2_000_000,
-        rng=np.random.default_rng(4),
-        random_bytes=np.random.default_rng([4, 1]).bytes,
-    )
+    run = simulate(LAB_LINK_SYMMETRIC, 2_000_000, **seeded(4))
     ea, eb = _estimate(run.alice, run.bob, EstimationSettings(LAB_LINK_SYMMETRIC, design=design))
     free = secret_key_length(ea, leak_ec=0, leak_verify=128, epsilon_sec=1e-10)
     assert 0 < free < len(ea.key)
