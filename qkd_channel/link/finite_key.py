@@ -246,7 +246,7 @@ class _Decoy:
         """Eq. (3): lower bound on detections of single-photon pulses in one basis."""
         mu, nu, w = self.mu
         low, up = self._rescaled(per_class)
-        s0 = max(0.0, self.tau0 * (nu * low[VACUUM] - w * up[DECOY]) / (nu - w))
+        s0 = self.vacuum_events(per_class)
         bracket = (
             low[DECOY] - up[VACUUM] - (nu * nu - w * w) / (mu * mu) * (up[SIGNAL] - s0 / self.tau0)
         )
