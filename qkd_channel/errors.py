@@ -168,7 +168,8 @@ class AuthenticationKeyExhausted(ChannelError):
 class EstimationAborted(LinkAborted):
     """Parameter estimation rejected the block (QBER over threshold, or no secret key left).
 
-    ``qber`` is the error rate measured on the sacrificed sample, for logs and metrics.
+    ``qber`` is the estimated error rate (the test basis's, or the sacrificed sample's in
+    the first design), for logs and metrics.
     """
 
     def __init__(self, message: str, *, qber: float) -> None:

@@ -1,4 +1,4 @@
-"""Benchmark of the QKD post-processing: Cascade, Toeplitz hashing, and whole blocks.
+"""Benchmark of the QKD link and post-processing: Cascade, Toeplitz hashing, whole blocks.
 
 Prints, in one run:
 
@@ -8,45 +8,52 @@ Prints, in one run:
   measured by ``bench_cascade.py``;
 * Toeplitz privacy-amplification throughput at 1 Mbit and 16 Mbit input blocks, and the
   ratio to the previous one-dimensional FFT, measured by ``bench_toeplitz.py``;
+* the cost of cryptographic randomness in the link simulation: pulses per second with the
+  parties' choices from ``os.urandom`` against the same simulation fed by numpy's PCG64;
 * simulated end-to-end secret key per CPU second (photon simulation + the full two-party
   post-processing over an authenticated in-memory channel) against the link model's
   finite-key rate for the same block;
+* finite-key rates next to published ones, measured by ``bench_finite_key.py``;
 
-then one summary line. Usage: ``python scripts/bench_qkd.py [--quick]``.
+then two summary lines: ``bench_qkd:`` and ``finite_key:``.
+Usage: ``python scripts/bench_qkd.py [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import threading
 import time
-from typing import Any
 
 import numpy as np
 from bench_cascade import CascadePoint, bench_cascade  # sibling script: one Cascade measurement
+from bench_finite_key import bench_finite_key, post_process  # sibling script
+from bench_finite_key import describe as describe_finite_key
 from bench_toeplitz import ToeplitzPoint, bench_toeplitz, describe  # sibling script
 
 from qkd_channel.link import BRISTOL_CLAVIS2, LinkParameters, finite_key_rate, simulate
 from qkd_channel.link.analytic import secret_key_rate
+from qkd_channel.link.choices import RandomBytes
 from qkd_channel.link.presets import LAB_LINK
-from qkd_channel.postprocessing.authentication import (
-    AuthenticatedChannel,
-    AuthenticationKeyPool,
-    Role,
-)
-from qkd_channel.postprocessing.channel import InMemoryChannel
 from qkd_channel.postprocessing.estimation import EstimationSettings
-from qkd_channel.postprocessing.protocol import PostProcessingConfig, run_alice, run_bob
+from qkd_channel.postprocessing.protocol import PostProcessingConfig
 
 
-def _two_parties(alice: Any, bob: Any) -> tuple[Any, Any]:
-    out: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: out.update(bob=bob()))
-    thread.start()
-    out["alice"] = alice()
-    thread.join()
-    return out["alice"], out["bob"]
+def bench_randomness(link: LinkParameters, pulses: int, runs: int) -> tuple[float, float]:
+    """Simulated pulses per second with the parties' choices from ``os.urandom`` and from
+    numpy's PCG64 (what the link used before), best of ``runs`` alternating runs each."""
+    sources: dict[str, RandomBytes] = {
+        "os": os.urandom,
+        "pcg": np.random.default_rng(3).bytes,
+    }
+    best = dict.fromkeys(sources, 0.0)
+    simulate(link, 100_000, rng=np.random.default_rng(1))  # warm-up
+    for _ in range(runs):
+        for name, source in sources.items():
+            started = time.perf_counter()
+            simulate(link, pulses, rng=np.random.default_rng(2), random_bytes=source)
+            best[name] = max(best[name], pulses / (time.perf_counter() - started))
+    return best["os"], best["pcg"]
 
 
 def bench_end_to_end(link: LinkParameters, pulses: int) -> dict[str, float]:
@@ -54,19 +61,9 @@ def bench_end_to_end(link: LinkParameters, pulses: int) -> dict[str, float]:
     cpu_start = time.process_time()
     wall_start = time.perf_counter()
     run = simulate(link, pulses, rng=np.random.default_rng(7))
-    psk = os.urandom(1024)
-    a, b = InMemoryChannel.pair()
-    alice_ch = AuthenticatedChannel(a, AuthenticationKeyPool(psk), Role.ALICE)
-    bob_ch = AuthenticatedChannel(b, AuthenticationKeyPool(psk), Role.BOB)
-    config = PostProcessingConfig(EstimationSettings(link))
-    alice, bob = _two_parties(
-        lambda: run_alice(alice_ch, run.alice, config),
-        lambda: run_bob(bob_ch, run.bob, config),
-    )
+    alice = post_process(run, PostProcessingConfig(EstimationSettings(link)))
     cpu = time.process_time() - cpu_start
     wall = time.perf_counter() - wall_start
-    if alice.key != bob.key:
-        raise SystemExit("end-to-end keys differ")
     model = finite_key_rate(link, pulses)
     return {
         "secret_bits": alice.stats.secret_bits,
@@ -111,6 +108,13 @@ def main() -> None:
         print(describe(toeplitz[bits]))
 
     pulses = 2_000_000 if args.quick else 5_000_000
+    os_rate, pcg_rate = bench_randomness(LAB_LINK, pulses, runs)
+    print(
+        f"Link simulation, lab link, {pulses:.0e} pulses, choices from os.urandom: "
+        f"{os_rate:.3g} pulses/s; from numpy PCG64: {pcg_rate:.3g} pulses/s "
+        f"(cryptographic randomness: +{pcg_rate / os_rate - 1:.0%} time, best of {runs})"
+    )
+
     e2e = bench_end_to_end(LAB_LINK, pulses)
     print(f"End to end, lab link, {pulses:.0e} pulses ({e2e['link_s']:.2f} s of link time)")
     print(
@@ -128,6 +132,9 @@ def main() -> None:
         f"keeps up {e2e['bits_per_cpu_s'] / bristol:.0f}x over"
     )
 
+    finite_key = bench_finite_key()
+    print(describe_finite_key(finite_key))
+
     print(
         "bench_qkd: cascade f@1/2/5/8% = "
         + "/".join(f"{cascade[q].efficiency:.3f}" for q in (0.01, 0.02, 0.05, 0.08))
@@ -141,6 +148,7 @@ def main() -> None:
         + f", e2e {e2e['bits_per_cpu_s']:.0f} secret bit/CPU-s vs model {e2e['model_rate']:.0f}"
         + " bit/s"
     )
+    print(finite_key.summary())
 
 
 if __name__ == "__main__":

@@ -43,9 +43,10 @@ class LinkParameters:
     saturates the detection rate at short distances, which is what makes commercial
     Clavis2-class systems lose less than proportionally to transmittance at low loss.
 
-    The key is taken from Z-basis detections of signal pulses; the X basis and the decoy
-    classes serve parameter estimation. ``z_basis_probability`` may be biased (efficient
-    BB84, Lo-Chau-Ardehali) and is used by Alice and Bob alike.
+    The key is taken from Z-basis detections (of every class in the efficient design, of
+    signal pulses only in the first one); the X basis serves parameter estimation.
+    ``z_basis_probability`` may be biased (efficient BB84, Lo-Chau-Ardehali) and is used
+    by Alice and Bob alike.
     """
 
     fibre_loss_db_per_km: float

@@ -9,14 +9,18 @@ two detectors also fires on its own with the dark-count probability. A double cl
 turned into a random bit (the squashing-model prescription), and after any click both
 detectors are blind for ``dead_time_pulses`` slots.
 
-Photon numbers are only ever materialised for non-empty pulses, and pulses are processed
-in chunks, so memory stays bounded by Alice's own record (three bytes per pulse) and the
-cost is dominated by a handful of vectorised passes over each chunk.
+The parties' choices (Alice's class, basis and bit, Bob's basis, his double-click bit) come
+from ``random_bytes``, a cryptographic source (:mod:`qkd_channel.link.choices` says why);
+the physics draws from a numpy generator. Photon numbers are only ever materialised for
+non-empty pulses, and pulses are processed in chunks, so memory stays bounded by Alice's
+own record (three bytes per pulse) and the cost is dominated by a handful of vectorised
+passes over each chunk.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import TypeVar
 
 import numpy as np
@@ -24,6 +28,7 @@ import numpy.typing as npt
 
 from qkd_channel.errors import LinkParameterError
 from qkd_channel.link.channel import Eavesdropper, Photons, fibre, thin
+from qkd_channel.link.choices import RandomBytes, categorical, uniform_bits
 from qkd_channel.link.parameters import LinkParameters
 from qkd_channel.link.records import AliceRecord, BobRecord, LinkRun
 
@@ -40,20 +45,30 @@ def simulate(
     n_pulses: int,
     *,
     rng: np.random.Generator,
+    random_bytes: RandomBytes = os.urandom,
     eavesdropper: Eavesdropper | None = None,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> LinkRun:
     """Send ``n_pulses`` pulses over the link and return what each end recorded.
 
-    The run is a pure function of ``params``, ``n_pulses``, the generator state and the
-    eavesdropper, so a seeded generator reproduces it exactly (for a given ``chunk_size``).
+    ``random_bytes`` supplies the parties' choices, ``rng`` the channel's randomness. The
+    run is a pure function of ``params``, ``n_pulses``, the bytes ``random_bytes`` returns,
+    the generator state and the eavesdropper, so tests that need a reproducible run pass a
+    seeded byte source (for a given ``chunk_size``).
     """
     if n_pulses < 0:
         raise LinkParameterError(f"n_pulses must be >= 0, got {n_pulses}")
     if chunk_size <= 0:
         raise LinkParameterError(f"chunk_size must be positive, got {chunk_size}")
 
-    source = _SourceTable(params)
+    source = _PhotonNumbers(params)
+    # Alice's (class, basis) pairs as one categorical draw: class k and basis b (0 = Z)
+    # is outcome 2k + b, with probability p_k * p_b.
+    alice_outcomes = [
+        p * p_basis
+        for p in params.intensity_probabilities
+        for p_basis in (params.z_basis_probability, params.x_basis_probability)
+    ]
     classes = np.empty(n_pulses, dtype=np.uint8)
     bits = np.empty(n_pulses, dtype=np.uint8)
     bases = np.empty(n_pulses, dtype=np.uint8)
@@ -65,19 +80,21 @@ def simulate(
     for start in range(0, n_pulses, chunk_size):
         stop = min(start + chunk_size, n_pulses)
         size = stop - start
-        chunk_classes, lit, photons = source.sample(rng, size)
-        chunk_bits = rng.integers(0, 2, size, dtype=np.uint8)
-        chunk_bases = (rng.random(size) >= params.z_basis_probability).view(np.uint8)
+        outcome = categorical(random_bytes, size, alice_outcomes)
+        chunk_classes = (outcome >> 1).astype(np.uint8, copy=False)
+        chunk_bases = (outcome & 1).astype(np.uint8, copy=False)
+        chunk_bits = uniform_bits(random_bytes, size)
         classes[start:stop] = chunk_classes
         bits[start:stop] = chunk_bits
         bases[start:stop] = chunk_bases
 
+        lit, photons = source.sample(chunk_classes, rng)
         sent = Photons(lit + start, photons, chunk_bases[lit], chunk_bits[lit])
         if eavesdropper is None:
             arrived = fibre(sent, params.channel_transmittance, rng)
         else:
             arrived = eavesdropper.attack(sent, params, rng)
-        clicks, basis, bit = _detect(arrived, params, start, size, rng)
+        clicks, basis, bit = _detect(arrived, params, start, size, rng, random_bytes)
         keep = dead_time.filter(clicks)
         bob_indices.append(clicks[keep])
         bob_bases.append(basis[keep])
@@ -96,24 +113,20 @@ def simulate(
     )
 
 
-class _SourceTable:
-    """Joint inverse-CDF table of (intensity class, photon number).
+class _PhotonNumbers:
+    """Inverse-CDF tables of the Poisson photon number of each intensity class.
 
-    One uniform number per pulse picks both the class and the Poisson photon number, which
-    is several times faster than numpy's Poisson sampler with per-pulse means. Most pulses
-    are empty, so the class comes from two comparisons and the table is only searched for
-    the pulses whose number lies above their class's vacuum share.
+    The class is Alice's (secret) choice; the photon number given the class is physics.
+    One uniform number per pulse decides it: most pulses are empty, so a comparison with
+    the class's vacuum probability settles them, and only the others search a joint table
+    in which class ``k`` occupies ``[k, k + 1)``. That is several times faster than numpy's
+    Poisson sampler with per-pulse means.
     """
 
     def __init__(self, params: LinkParameters) -> None:
         edges: list[float] = []
         photons: list[int] = []
-        class_starts: list[float] = []
-        vacuum_tops: list[float] = []
-        mass_before = 0.0
-        for mu, p_class in zip(params.intensities, params.intensity_probabilities, strict=True):
-            class_starts.append(mass_before)
-            vacuum_tops.append(mass_before + p_class * math.exp(-mu))
+        for k, mu in enumerate(params.intensities):
             n = 0
             cumulative = 0.0
             term = math.exp(-mu)
@@ -121,48 +134,54 @@ class _SourceTable:
             while mu > 0.0 and (n <= mu or term > _TAIL):
                 cumulative += term
                 photons.append(n)
-                edges.append(mass_before + p_class * cumulative)
+                edges.append(k + cumulative)
                 n += 1
                 term *= mu / n
             # the last entry absorbs the (negligible) tail so each class keeps its exact mass
             photons.append(n)
-            mass_before += p_class
-            edges.append(mass_before)
+            edges.append(k + 1.0)
         self._edges = np.asarray(edges[:-1])
         self._photons = np.asarray(photons, dtype=np.int64)
-        self._class_edges = np.asarray(class_starts[1:])
-        self._vacuum_tops = np.asarray(vacuum_tops)
+        self._vacuum = np.exp(-np.asarray(params.intensities))
 
     def sample(
-        self, rng: np.random.Generator, size: int
-    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """Classes of all pulses, offsets of the non-empty ones and their photon numbers."""
-        u = rng.random(size)
-        classes = (u >= self._class_edges[0]).view(np.uint8) + (u >= self._class_edges[1]).view(
-            np.uint8
-        )
-        lit = np.flatnonzero(u >= self._vacuum_tops[classes])
-        counts = self._photons[np.searchsorted(self._edges, u[lit], side="right")]
-        return classes, lit, counts
+        self, classes: npt.NDArray[np.uint8], rng: np.random.Generator
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Offsets of the non-empty pulses among ``classes`` and their photon numbers."""
+        u = rng.random(classes.size)
+        lit = np.flatnonzero(u >= self._vacuum[classes])
+        position = classes[lit] + u[lit]
+        counts = self._photons[np.searchsorted(self._edges, position, side="right")]
+        return lit, counts
 
 
 def _detect(
-    arrived: Photons, params: LinkParameters, start: int, size: int, rng: np.random.Generator
+    arrived: Photons,
+    params: LinkParameters,
+    start: int,
+    size: int,
+    rng: np.random.Generator,
+    random_bytes: RandomBytes,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
     """Bob's receiver: which pulses click, in which basis he measured, which bit he got."""
     seen = arrived.with_counts(thin(arrived.counts, params.detector_efficiency, rng))
-    p_dark = params.dark_count_per_detector
-    dark = [_dark_counts(size, p_dark, rng) + start for _ in range(2)]
-    clicks = np.union1d(np.union1d(seen.indices, dark[0]), dark[1])
+    # One flag per pulse of the chunk and detector for dark counts, and one for light
+    # reaching the receiver: far cheaper than merging sorted index arrays.
+    dark = [np.zeros(size, dtype=np.bool_) for _ in range(2)]
+    for flags in dark:
+        flags[_dark_counts(size, params.dark_count_per_detector, rng)] = True
+    lit = np.zeros(size, dtype=np.bool_)
+    lit[seen.indices - start] = True
+    offsets = np.flatnonzero(lit | dark[0] | dark[1])
+    clicks = offsets + start
 
     # Bob's basis choice is independent of everything else, so it is drawn only where a
     # detector fired: the click probability of a passive or active receiver does not
     # depend on the basis.
-    basis = (rng.random(clicks.size) >= params.z_basis_probability).view(np.uint8)
-    fired = [
-        np.isin(clicks, dark[0], assume_unique=True),
-        np.isin(clicks, dark[1], assume_unique=True),
-    ]
+    basis = categorical(
+        random_bytes, clicks.size, (params.z_basis_probability, params.x_basis_probability)
+    )
+    fired = [dark[0][offsets], dark[1][offsets]]
 
     at = np.searchsorted(clicks, seen.indices)
     matched = basis[at] == seen.bases
@@ -175,7 +194,7 @@ def _detect(
 
     bit = fired[1].view(np.uint8).copy()
     double = np.flatnonzero(fired[0] & fired[1])
-    bit[double] = rng.integers(0, 2, double.size, dtype=np.uint8)
+    bit[double] = uniform_bits(random_bytes, double.size)
     return clicks, basis, bit
 
 

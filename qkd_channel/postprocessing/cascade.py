@@ -54,6 +54,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qkd_channel.errors import ChannelError
+from qkd_channel.link.finite_key import binary_entropy
 from qkd_channel.postprocessing import cascade_wire as wire
 
 if TYPE_CHECKING:
@@ -76,13 +77,6 @@ _MIN_QBER = 1e-5
 _EARLY_PASSES = 2
 #: A pass-2 block waits while running pass-1 searches are expected to fix more of its bits.
 _PRESSURE = 0.5
-
-
-def binary_entropy(p: float) -> float:
-    """Shannon binary entropy h(p) in bits; 0 at p = 0 and p = 1."""
-    if p <= 0.0 or p >= 1.0:
-        return 0.0
-    return -p * math.log2(p) - (1.0 - p) * math.log2(1.0 - p)
 
 
 def pass_layout(
@@ -480,6 +474,7 @@ class _Bob:
         self._halves_parity = np.zeros((len(self._halves_rows), 2), dtype=np.uint8)
         self._halves_shifts = np.array(self._halves_rows, dtype=np.uint64)
         self._fixed = np.zeros(self._n, dtype=bool)  # scratch for _holds_any
+        self._ever_fixed = np.zeros(self._n, dtype=bool)  # bits corrected so far
         self._snapshot = _Buffer()
         self._disclosed = 0
         self._exchanges = 0
@@ -712,7 +707,16 @@ class _Bob:
         return held
 
     def _correct(self, errors: _IntArray) -> None:
-        """Flip Bob's bits at ``errors`` and the parity of every block holding one."""
+        """Flip Bob's bits at ``errors`` and the parity of every block holding one.
+
+        A fix makes a bit equal to Alice's, so with parities of one real key no bit is
+        ever fixed twice. A second fix means the parities contradict each other (a
+        tampered answer, caught by authentication only at the next checkpoint): stop,
+        rather than flip bits back and forth for ever.
+        """
+        if self._ever_fixed[errors].any():
+            raise ChannelError("cascade: Alice's parities contradict each other")
+        self._ever_fixed[errors] = True
         self._key[errors] ^= 1
         self._corrected += errors.size
         for index, block_of in enumerate(self._block_of):

@@ -1,38 +1,34 @@
 """Parameter estimation and the secret-key length, from measured data only.
 
-Two jobs, both on what the two ends actually observed (never on simulator ground truth):
+Both ends work on what they actually observed (never on simulator ground truth), and the
+bounds come from :func:`qkd_channel.link.finite_key.certify`, the same code the analytic
+model uses. What the key is depends on the :class:`~qkd_channel.link.finite_key.KeyDesign`:
 
-1. **QBER on a sacrificed sample.** The key is built from Z-basis detections of signal
-   pulses (decoy and vacuum classes, and the X basis, only serve estimation). Alice picks
-   a uniformly random subset of those key candidates (``sample_fraction`` of them),
-   announces it, and Bob discloses his bits there; they leave the key. A QBER above the
-   threshold (11 % by default, where one-way BB84 stops producing key) aborts the block.
-2. **How much secret is left.** Bob also discloses his X-basis bits (never key), giving
-   the X error counts per intensity class. Alice publishes every count; both ends then
-   build the same :class:`~qkd_channel.link.statistics.DecoyCounts` and run the link
-   package's finite-key decoy analysis (Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307
-   (2014), adapted to a signal-only key: :func:`qkd_channel.link.analytic.finite_key_length`)
-   for ``s1``, a lower bound on single-photon events among the signal Z detections, and
-   ``phi``, an upper bound on their phase-error rate. The Z error counts are passed as
-   zero there on purpose: the leakage of error correction is charged below with the
-   number of bits Cascade really disclosed, not with a model's ``f_EC * h(QBER)``.
+**Efficient BB84** (``KeyDesign.EFFICIENT``, the default; Lim, Curty, Walenta, Xu,
+Zbinden, PRA 89, 022307 (2014)). The key is every key-basis (Z) detection, of every
+intensity class. Bob discloses his test-basis (X) bits, never key; Alice publishes the X
+error counts per class; both ends bound the vacuum events ``s_0``, the single-photon
+events ``s_1`` and their phase-error rate ``phi`` of the key. Nothing is sacrificed: the
+key basis's own error rate is never estimated, it is paid for by error correction, whose
+disclosure is charged bit for bit. The test basis's error rate serves only as an early
+abort and to size Cascade's first pass.
 
-Removing the sample. ``s1`` and ``phi`` hold for all ``N`` signal Z detections; the key
-keeps ``N - k`` of them after a uniformly random sample of ``k`` is removed. If ``S1 >= s1``
-events are single-photon, the sample holds at most ``k S1 / N + d`` of them except with
-probability ``eps`` (Hoeffding for sampling without replacement,
-``d = sqrt(k/2 ln(1/eps))``), so the key keeps at least
-``s1_key = s1 (1 - k/N) - d`` single-photon events, and since the sample can only remove
-phase errors too, their phase-error rate is at most ``phi_key = phi S1 / (S1 - X) <=
-phi / (1 - k/N - d/s1)``. The final length is
+**Signal key with a sacrificed sample** (``KeyDesign.SIGNAL_SAMPLED``, the first design,
+kept for comparison). The key is the Z detections of signal pulses; Alice picks a
+uniformly random ``sample_fraction`` of them, Bob discloses his bits there, and they leave
+the key; its QBER is the abort test. The bounds are Lim-style (22 failure events, the
+sample being the 22nd).
 
-``l = floor(s1_key (1 - h(phi_key)) - leak_EC - leak_verify - 6 log2(22 / eps_sec))``
+Either way the block is abandoned (``EstimationAborted``, at both ends, from the same
+public numbers) when the estimated QBER exceeds the threshold or the bounds certify no
+secret at all. The final length is Lim et al.'s eq. (1) with what the protocol really
+disclosed::
 
-where the 22 failure events (Lim's 21 plus the sample) each get ``eps_sec / 22``, and
-``leak_verify`` is the length of the public verification tag (128 bits, which exceeds
-Lim's ``log2(2 / eps_cor)`` term for the ``eps_cor`` verification achieves).
+    l = floor(s_0 + s_1 (1 - h(phi)) - leak_EC - leak_verify - 6 log2(terms / eps_sec))
 
-Both ends compute the same numbers: every input is public and authenticated.
+``leak_verify`` is the public verification tag (128 bits), more than Lim's
+``log2(2 / eps_cor)`` for the ``eps_cor`` verification achieves. Every input is public
+and authenticated, so both ends compute the same numbers.
 """
 
 from __future__ import annotations
@@ -44,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qkd_channel.errors import ChannelError, EstimationAborted
-from qkd_channel.link.analytic import binary_entropy, finite_key_length
+from qkd_channel.link.finite_key import FiniteKeyBounds, KeyDesign, certify, secret_length
 from qkd_channel.link.parameters import SIGNAL, LinkParameters
 from qkd_channel.link.statistics import DecoyCounts
 from qkd_channel.postprocessing import messages
@@ -64,16 +60,16 @@ Bits = npt.NDArray[np.uint8]
 Triple = tuple[float, float, float]
 
 _CLASSES = 3
-_EPS_TERMS = 22  # Lim et al.'s 21 estimation/hashing terms plus the removed sample
 
 
 @dataclass(frozen=True)
 class EstimationSettings:
-    """Source description and security targets shared by both ends."""
+    """Source description, protocol design and security targets shared by both ends."""
 
     link: LinkParameters  #: only the source settings (intensities, probabilities) are used
-    sample_fraction: float = 0.1  #: share of key candidates sacrificed for the QBER
-    qber_threshold: float = 0.11  #: abort above this sample QBER
+    design: KeyDesign = KeyDesign.EFFICIENT
+    sample_fraction: float = 0.1  #: share of key candidates sacrificed (signal-sampled only)
+    qber_threshold: float = 0.11  #: abort above this estimated QBER
     epsilon_sec: float = 1e-10  #: secrecy parameter of the final key
 
     def __post_init__(self) -> None:
@@ -84,59 +80,45 @@ class EstimationSettings:
         if not 0.0 < self.epsilon_sec < 1.0:
             raise ValueError("epsilon_sec must lie strictly between 0 and 1")
 
+    @property
+    def sampled(self) -> bool:
+        """Whether this design sacrifices a sample of the key for the QBER."""
+        return self.design is KeyDesign.SIGNAL_SAMPLED
+
 
 @dataclass(frozen=True)
 class Estimate:
     """One end's view after estimation: its remaining key bits and the public figures."""
 
-    key: Bits = field(repr=False)  #: this end's signal Z bits, sample removed
-    sample_size: int
-    sample_errors: int
-    counts: DecoyCounts  #: public per-class counts (Z error counts left at zero, see module)
-    single_photon_events: float  #: s1_key, lower bound, in the kept key
-    phase_error_rate: float  #: phi_key, upper bound, in the kept key
+    key: Bits = field(repr=False)  #: this end's key bits (sample removed, if any)
+    counts: DecoyCounts  #: public per-class counts (Z error counts left at zero: unknown)
+    qber: float  #: the sample's error rate, or the test basis's (efficient design)
+    sample_size: int  #: key candidates sacrificed (0 in the efficient design)
+    bounds: FiniteKeyBounds  #: what the counts certify about ``key``
 
     @property
-    def qber(self) -> float:
-        """Error rate on the sacrificed sample."""
-        return self.sample_errors / self.sample_size if self.sample_size else 0.0
+    def vacuum_events(self) -> float:
+        """s_0: lower bound on vacuum events in the key."""
+        return self.bounds.vacuum_events
+
+    @property
+    def single_photon_events(self) -> float:
+        """s_1: lower bound on single-photon events in the key."""
+        return self.bounds.single_photon_events
+
+    @property
+    def phase_error_rate(self) -> float:
+        """phi: upper bound on the phase-error rate of the key's single-photon events."""
+        return self.bounds.phase_error_rate
 
 
 def secret_key_length(
     estimate: Estimate, *, leak_ec: int, leak_verify: int, epsilon_sec: float
 ) -> int:
     """Secure length of the privacy-amplified key (0 when nothing secret is left)."""
-    s1, phi = estimate.single_photon_events, estimate.phase_error_rate
-    if s1 <= 0.0 or phi >= 0.5:
-        return 0
-    length = (
-        s1 * (1.0 - binary_entropy(phi))
-        - leak_ec
-        - leak_verify
-        - 6.0 * math.log2(_EPS_TERMS / epsilon_sec)
+    return secret_length(
+        estimate.bounds, leak_ec=leak_ec, leak_verify=leak_verify, epsilon_sec=epsilon_sec
     )
-    return max(0, math.floor(length))
-
-
-def _kept_bounds(
-    counts: DecoyCounts, sample_size: int, settings: EstimationSettings
-) -> tuple[float, float]:
-    """``(s1_key, phi_key)`` for the key left after removing the sample (module docstring)."""
-    eps_sec = settings.epsilon_sec
-    whole = finite_key_length(
-        counts, settings.link, epsilon_sec=eps_sec * 21 / _EPS_TERMS, epsilon_cor=0.5
-    )
-    s1, phi = whole.single_photon_events, whole.phase_error_upper
-    total = counts.sifted_z[SIGNAL]
-    if s1 <= 0.0 or total <= 0:
-        return 0.0, 0.5
-    drift = math.sqrt(sample_size / 2.0 * math.log(_EPS_TERMS / eps_sec))
-    kept_share = 1.0 - sample_size / total
-    s1_key = s1 * kept_share - drift
-    denominator = kept_share - drift / s1
-    if s1_key <= 0.0 or denominator <= 0.0:
-        return 0.0, 0.5
-    return s1_key, min(phi / denominator, 0.5)
 
 
 def _tally(classes: Bits, mask: npt.NDArray[np.bool_]) -> Triple:
@@ -144,8 +126,10 @@ def _tally(classes: Bits, mask: npt.NDArray[np.bool_]) -> Triple:
     return (float(counts[0]), float(counts[1]), float(counts[2]))
 
 
-def _key_mask(sifted: SiftedKey) -> npt.NDArray[np.bool_]:
-    mask: npt.NDArray[np.bool_] = (sifted.bases == BASIS_Z) & (sifted.classes == SIGNAL)
+def _key_mask(sifted: SiftedKey, settings: EstimationSettings) -> npt.NDArray[np.bool_]:
+    mask: npt.NDArray[np.bool_] = sifted.bases == BASIS_Z
+    if settings.sampled:
+        mask &= sifted.classes == SIGNAL
     return mask
 
 
@@ -156,19 +140,29 @@ def _finish(
     counts: DecoyCounts,
     settings: EstimationSettings,
 ) -> Estimate:
+    """Bounds, abort decisions and the kept key: the same at both ends."""
     sample_size = int(sample.sum())
-    s1, phi = _kept_bounds(counts, sample_size, settings)
-    estimate = Estimate(
-        key=key_bits[~sample],
+    link = settings.link
+    bounds = certify(
+        counts,
+        link.intensities,
+        link.intensity_probabilities,
+        design=settings.design,
+        epsilon_sec=settings.epsilon_sec,
         sample_size=sample_size,
-        sample_errors=sample_errors,
-        counts=counts,
-        single_photon_events=s1,
-        phase_error_rate=phi,
     )
-    if sample_size == 0 or estimate.qber > settings.qber_threshold:
-        raise EstimationAborted("sample QBER above threshold", qber=estimate.qber)
-    return estimate
+    if settings.sampled:
+        qber = sample_errors / sample_size if sample_size else 0.5
+    else:
+        tested = sum(counts.sifted_x)
+        qber = sum(counts.errors_x) / tested if tested else 0.5
+    if qber > settings.qber_threshold:
+        raise EstimationAborted("estimated QBER above threshold", qber=qber)
+    if bounds.certifies_nothing:
+        raise EstimationAborted("the decoy bounds certify no secret in this block", qber=qber)
+    return Estimate(
+        key=key_bits[~sample], counts=counts, qber=qber, sample_size=sample_size, bounds=bounds
+    )
 
 
 def _write_triple(writer: Writer, values: Triple) -> None:
@@ -190,22 +184,24 @@ def estimate_alice(
     rng: np.random.Generator,
     timeout: float | None,
 ) -> Estimate:
-    """Choose and announce the sample, compare Bob's disclosures, publish every count.
+    """Choose and announce the sample (if any), compare Bob's disclosures, publish counts.
 
     ``pulses`` and ``clicks`` are Alice's per-class totals (pulses sent, pulses Bob
-    detected). Raises ``EstimationAborted`` (at both ends, from the same public numbers)
-    when the sample QBER exceeds the threshold.
+    detected). ``rng`` picks the sample: it is public once announced and only has to be
+    independent of what Eve did on the channel, which it is (drawn after the quantum
+    phase). Raises ``EstimationAborted`` (at both ends) when the block is hopeless.
     """
-    key_mask = _key_mask(sifted)
+    key_mask = _key_mask(sifted, settings)
     key_bits = sifted.bits[key_mask]
-    size = math.ceil(settings.sample_fraction * len(key_bits))
     sample = np.zeros(len(key_bits), dtype=bool)
-    sample[rng.choice(len(key_bits), size=size, replace=False)] = True
-    channel.send(Writer(Kind.SAMPLE).bits(sample.view(np.uint8)).build())
+    if settings.sampled:
+        size = math.ceil(settings.sample_fraction * len(key_bits))
+        sample[rng.choice(len(key_bits), size=size, replace=False)] = True
+        channel.send(Writer(Kind.SAMPLE).bits(sample.view(np.uint8)).build())
 
     x_mask = sifted.bases == BASIS_X
     reader = messages.receive(channel, Kind.DISCLOSURE, timeout)
-    bob_sample = reader.bits(expected=size)
+    bob_sample = reader.bits(expected=int(sample.sum()))
     bob_x = reader.bits(expected=int(x_mask.sum()))
     reader.end()
 
@@ -235,10 +231,12 @@ def estimate_bob(
     timeout: float | None,
 ) -> Estimate:
     """Disclose the sampled and X-basis bits, receive Alice's counts, compute the bounds."""
-    key_bits = sifted.bits[_key_mask(sifted)]
-    reader = messages.receive(channel, Kind.SAMPLE, timeout)
-    sample = reader.bits(expected=len(key_bits)).astype(bool)
-    reader.end()
+    key_bits = sifted.bits[_key_mask(sifted, settings)]
+    sample = np.zeros(len(key_bits), dtype=bool)
+    if settings.sampled:
+        reader = messages.receive(channel, Kind.SAMPLE, timeout)
+        sample = reader.bits(expected=len(key_bits)).astype(bool)
+        reader.end()
     x_mask = sifted.bases == BASIS_X
     channel.send(Writer(Kind.DISCLOSURE).bits(key_bits[sample]).bits(sifted.bits[x_mask]).build())
 

@@ -30,11 +30,11 @@ Bits = npt.NDArray[np.uint8]
 class Kind(enum.IntEnum):
     """Message kinds, in protocol order."""
 
-    BLOCK_START = 0x01  #: Alice -> Bob: protocol version, block ID, pulses sent
+    BLOCK_START = 0x01  #: Alice -> Bob: protocol version, key design, block ID
     DETECTIONS = 0x10  #: Bob -> Alice: indices of detected pulses and Bob's bases
     SIFT = 0x11  #: Alice -> Bob: which detections matched Alice's basis, their intensity
-    SAMPLE = 0x20  #: Alice -> Bob: key positions sacrificed for the QBER estimate
-    DISCLOSURE = 0x21  #: Bob -> Alice: his bits at the sample and in the X basis
+    SAMPLE = 0x20  #: Alice -> Bob: key positions sacrificed (signal-sampled design only)
+    DISCLOSURE = 0x21  #: Bob -> Alice: his bits at the sample (if any) and in the X basis
     ESTIMATE = 0x22  #: Alice -> Bob: the error counts both ends bound the key with
     VERIFY = 0x30  #: Alice -> Bob: universal-hash key and Alice's tag
     VERDICT = 0x31  #: Bob -> Alice: whether the tags matched

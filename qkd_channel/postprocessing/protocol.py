@@ -5,8 +5,10 @@ joined by an :class:`~qkd_channel.postprocessing.authentication.AuthenticatedCha
 drivers refuse an unauthenticated channel: without authentication QKD has no security.
 Steps and who speaks::
 
-    Alice: BLOCK_START (block ID)             sifting: Bob DETECTIONS, Alice SIFT
-    estimation: Alice SAMPLE, Bob DISCLOSURE, Alice ESTIMATE   -> abort if QBER > threshold
+    Alice: BLOCK_START (version, key design, block ID)
+    sifting: Bob DETECTIONS, Alice SIFT
+    estimation: [Alice SAMPLE,] Bob DISCLOSURE, Alice ESTIMATE -> abort if QBER > threshold
+                (SAMPLE only in the signal-sampled design)       or nothing is certified
     error correction: Cascade (Bob asks, Alice answers)
     verification: Alice VERIFY, Bob VERDICT                    -> abort if tags differ
     length: both compute l from the decoy bounds, Cascade's disclosure and the tag
@@ -40,15 +42,16 @@ import numpy as np
 import numpy.typing as npt
 
 from qkd_channel.errors import ChannelError, EstimationAborted, LinkAborted
+from qkd_channel.link.finite_key import (
+    LIM_EPSILON_TERMS,
+    FiniteKeyBounds,
+    KeyDesign,
+    binary_entropy,
+)
 from qkd_channel.link.records import AliceRecord, BobRecord
 from qkd_channel.postprocessing import messages
 from qkd_channel.postprocessing.authentication import AuthenticatedChannel, Role
-from qkd_channel.postprocessing.cascade import (
-    CascadeConfig,
-    binary_entropy,
-    reconcile_alice,
-    reconcile_bob,
-)
+from qkd_channel.postprocessing.cascade import CascadeConfig, reconcile_alice, reconcile_bob
 from qkd_channel.postprocessing.estimation import (
     Estimate,
     EstimationSettings,
@@ -70,8 +73,12 @@ __all__ = [
     "run_bob",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 Bits = npt.NDArray[np.uint8]
+
+#: How BLOCK_START names the key design, so that two ends configured differently stop at
+#: once instead of misreading each other's estimation messages.
+_DESIGN_CODES = {KeyDesign.EFFICIENT: 1, KeyDesign.SIGNAL_SAMPLED: 2}
 
 
 @dataclass(frozen=True)
@@ -89,11 +96,13 @@ class BlockStats:
     """Public figures of one successful block (the same at both ends)."""
 
     block_id: uuid.UUID
+    design: KeyDesign
     detections: int  #: Bob's detections before sifting
     sifted_bits: int  #: matched-basis detections (Z and X)
-    sample_bits: int  #: Z bits sacrificed for the QBER estimate
-    qber: float  #: error rate on the sample
+    sample_bits: int  #: Z bits sacrificed for the QBER estimate (signal-sampled design)
+    qber: float  #: estimated QBER: the sample's, or the test basis's (efficient design)
     phase_error_bound: float  #: phi_Z, from the decoy bounds
+    vacuum_events: float  #: s_Z0 lower bound (0 in the signal-sampled design)
     single_photon_events: float  #: s_Z1 lower bound
     reconciled_bits: int  #: key length entering error correction
     disclosed_ec_bits: int  #: parity bits Cascade disclosed
@@ -106,8 +115,23 @@ class BlockStats:
     elapsed_seconds: float = field(compare=False)
 
     @property
+    def bounds(self) -> FiniteKeyBounds:
+        """What the block's counts certified (the input of the key-length formula)."""
+        return FiniteKeyBounds(
+            vacuum_events=self.vacuum_events,
+            single_photon_events=self.single_photon_events,
+            phase_error_rate=self.phase_error_bound,
+            epsilon_terms=LIM_EPSILON_TERMS + (1 if self.sample_bits else 0),
+        )
+
+    @property
+    def epsilon(self) -> float:
+        """The block's security parameter: ``eps_sec``-secret plus ``eps_cor``-correct."""
+        return self.epsilon_sec + self.epsilon_cor
+
+    @property
     def efficiency(self) -> float:
-        """Cascade disclosure over ``n h(QBER)`` with the *sampled* QBER (an estimate)."""
+        """Cascade disclosure over ``n h(QBER)`` with the *estimated* QBER."""
         limit = self.reconciled_bits * binary_entropy(self.qber)
         return self.disclosed_ec_bits / limit if limit else float("inf")
 
@@ -134,7 +158,9 @@ def run_alice(
     rng = np.random.default_rng(int.from_bytes(random_bytes(32), "big"))
     block_id = uuid.UUID(bytes=random_bytes(16), version=4)
     try:
-        channel.send(Writer(Kind.BLOCK_START).u8(PROTOCOL_VERSION).raw(block_id.bytes).build())
+        design = _DESIGN_CODES[config.estimation.design]
+        start = Writer(Kind.BLOCK_START).u8(PROTOCOL_VERSION).u8(design).raw(block_id.bytes)
+        channel.send(start.build())
         sifted = sift_alice(channel, record, timeout=timeout)
         assert sifted.detections_per_class is not None  # always set at Alice
         estimate = estimate_alice(
@@ -180,10 +206,13 @@ def run_bob(
     try:
         reader = messages.receive(channel, Kind.BLOCK_START, timeout)
         version = reader.u8()
+        design = reader.u8()
         block_id = uuid.UUID(bytes=reader.raw(16))
         reader.end()
         if version != PROTOCOL_VERSION:
             raise ChannelError("unsupported post-processing protocol version")
+        if design != _DESIGN_CODES[config.estimation.design]:
+            raise ChannelError("the two ends are configured for different key designs")
         sifted = sift_bob(channel, record, timeout=timeout)
         estimate = estimate_bob(channel, sifted, config.estimation, timeout=timeout)
         channel.checkpoint(timeout)
@@ -258,11 +287,13 @@ def _deliver(
     delivered = key[refill:]
     stats = BlockStats(
         block_id=block_id,
+        design=config.estimation.design,
         detections=sifted.detections,
         sifted_bits=len(sifted),
         sample_bits=estimate.sample_size,
         qber=estimate.qber,
         phase_error_bound=estimate.phase_error_rate,
+        vacuum_events=estimate.vacuum_events,
         single_photon_events=estimate.single_photon_events,
         reconciled_bits=len(estimate.key),
         disclosed_ec_bits=disclosed,

@@ -400,3 +400,40 @@ def test_config_schedule_follows_the_qber_and_never_exceeds_half_the_key() -> No
 
 def test_errors_are_qkd_errors() -> None:
     assert issubclass(ChannelError, QKDError)
+
+
+def test_contradictory_parities_stop_both_ends_instead_of_looping() -> None:
+    # A man in the middle flips one top-level parity of Alice's first answer; every later
+    # answer is Alice's true one. No key has those parities: Bob must give up (the
+    # tampering itself is caught by authentication only at the next checkpoint).
+    alice, bob = noisy_pair(20_000, 0.02, seed=3)
+    a_end, eve_a = InMemoryChannel.pair()
+    eve_b, b_end = InMemoryChannel.pair()
+    flipped = threading.Event()
+
+    def relay(src: InMemoryChannel, dst: InMemoryChannel, tamper: bool) -> None:
+        while True:
+            try:
+                message = src.receive(timeout=15)
+            except ChannelError:
+                dst.close()
+                return
+            if tamper and not flipped.is_set() and message[:1] == wire.MessageType.PARITY.value:
+                flipped.set()  # byte 5 opens the packed bits: flip block 0's parity
+                message = message[:5] + bytes([message[5] ^ 0x80]) + message[6:]
+            dst.send(message)
+
+    for args in ((eve_a, eve_b, True), (eve_b, eve_a, False)):
+        threading.Thread(target=relay, args=args, daemon=True).start()
+    alice_thread, alice_box = in_thread(
+        lambda: reconcile_alice(a_end, alice, qber=0.02, config=FAST)
+    )
+    bob_thread, bob_box = in_thread(
+        lambda: reconcile_bob(b_end, bob, qber=0.02, seed=5, config=FAST)
+    )
+    bob_thread.join(timeout=20)
+    alice_thread.join(timeout=20)
+    assert not bob_thread.is_alive(), "Bob kept correcting against contradictory parities"
+    assert flipped.is_set()
+    assert "contradict" in str(bob_box.get("error"))
+    assert isinstance(alice_box.get("error"), ChannelError)

@@ -16,6 +16,7 @@ from qkd_channel.link import (
     simulate,
 )
 from qkd_channel.link.eavesdroppers import BeamSplitting, InterceptResend, PhotonNumberSplitting
+from tests.qkd_channel.seeded import seeded
 
 SIGMAS = 4.5
 
@@ -35,12 +36,17 @@ def binomial_z(successes: float, trials: float, p: float) -> float:
 
 
 def test_honest_run_certifies_a_key() -> None:
-    run = simulate(LINK, PULSES, rng=np.random.default_rng(11))
+    run = simulate(LINK, PULSES, **seeded(11))
     assert estimate_key_rate(run, LINK).per_pulse > 0
 
 
 def test_full_intercept_resend_pushes_qber_to_a_quarter_and_kills_the_key() -> None:
-    run = simulate(LINK, PULSES, rng=np.random.default_rng(12), eavesdropper=InterceptResend(1.0))
+    run = simulate(
+        LINK,
+        PULSES,
+        **seeded(12),
+        eavesdropper=InterceptResend(1.0),
+    )
     counts = count_run(run)
     e_det = LINK.misalignment_error
     # Wrong-basis guesses (half of them) err half the time; Bob's misalignment adds e_det/2.
@@ -53,7 +59,12 @@ def test_full_intercept_resend_pushes_qber_to_a_quarter_and_kills_the_key() -> N
 @pytest.mark.parametrize("fraction", [0.1, 0.3])
 def test_partial_intercept_resend_adds_a_quarter_of_the_fraction(fraction: float) -> None:
     attack = InterceptResend(fraction)
-    run = simulate(LINK, PULSES, rng=np.random.default_rng(13), eavesdropper=attack)
+    run = simulate(
+        LINK,
+        PULSES,
+        **seeded(13),
+        eavesdropper=attack,
+    )
     counts = count_run(run)
     e_det = LINK.misalignment_error
     expected_qber = (1 - fraction) * e_det + fraction * (0.25 + e_det / 2)
@@ -65,7 +76,10 @@ def test_partial_intercept_resend_adds_a_quarter_of_the_fraction(fraction: float
 
 def test_pns_is_invisible_in_signal_statistics_but_exposed_by_decoys() -> None:
     run = simulate(
-        LINK, PULSES, rng=np.random.default_rng(14), eavesdropper=PhotonNumberSplitting()
+        LINK,
+        PULSES,
+        **seeded(14),
+        eavesdropper=PhotonNumberSplitting(),
     )
     counts = count_run(run)
     honest = expected_observation(LINK)
@@ -101,7 +115,12 @@ def test_pns_forwarding_blocks_all_single_photons_at_high_loss() -> None:
 
 def test_beam_splitting_is_invisible_and_within_what_gllp_concedes() -> None:
     attack = BeamSplitting()
-    run = simulate(LINK, PULSES, rng=np.random.default_rng(15), eavesdropper=attack)
+    run = simulate(
+        LINK,
+        PULSES,
+        **seeded(15),
+        eavesdropper=attack,
+    )
     counts = count_run(run)
     honest = expected_observation(LINK)
     for k in (0, 1):
@@ -122,7 +141,7 @@ def test_no_eavesdropper_forwards_zero_photons_as_detections() -> None:
     run = simulate(
         replace(LINK, dark_count_probability=0.0),
         200_000,
-        rng=np.random.default_rng(16),
+        **seeded(16),
         eavesdropper=InterceptResend(1.0),
     )
     vacuum_clicks = np.sum(run.alice.intensities[run.bob.indices] == 2)
@@ -138,7 +157,12 @@ def test_intercept_resend_rejects_bad_fraction(fraction: float) -> None:
 def test_intercept_resend_prediction_matches_simulation_with_biased_bases() -> None:
     link = replace(LINK, z_basis_probability=0.8)
     attack = InterceptResend(0.5)
-    run = simulate(link, PULSES, rng=np.random.default_rng(17), eavesdropper=attack)
+    run = simulate(
+        link,
+        PULSES,
+        **seeded(17),
+        eavesdropper=attack,
+    )
     counts = count_run(run)
     predicted = attack.expected_observation(link)
     # Eve guesses Z as often as Alice does, so the rarely used X basis takes most errors.

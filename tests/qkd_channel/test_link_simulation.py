@@ -1,6 +1,8 @@
 """The photon-level simulation agrees with the analytic model and keeps its contracts."""
 
+import inspect
 import math
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +12,7 @@ from qkd_channel.errors import LinkParameterError
 from qkd_channel.link import (
     GYS_2005,
     LinkParameters,
+    LinkRun,
     bristol_clavis2,
     count_run,
     estimate_key_rate,
@@ -17,6 +20,8 @@ from qkd_channel.link import (
     secret_key_rate,
     simulate,
 )
+from qkd_channel.link.choices import categorical, uniform_bits
+from tests.qkd_channel.seeded import seeded
 
 SIGMAS = 4.5  # per comparison; ~7e-6 two-sided false-alarm probability each
 
@@ -44,7 +49,7 @@ BUSY = replace(
     ],
 )
 def test_measured_gains_and_qbers_match_the_model(link: LinkParameters, n_pulses: int) -> None:
-    run = simulate(link, n_pulses, rng=np.random.default_rng(20261123))
+    run = simulate(link, n_pulses, **seeded(20261123))
     counts = count_run(run)
     expected = expected_observation(link)
     for k in range(3):
@@ -63,7 +68,7 @@ def test_measured_gains_and_qbers_match_the_model(link: LinkParameters, n_pulses
 
 def test_class_and_basis_frequencies_follow_the_parameters() -> None:
     link = replace(BUSY, z_basis_probability=0.8)
-    run = simulate(link, 1_000_000, rng=np.random.default_rng(1))
+    run = simulate(link, 1_000_000, **seeded(1))
     n = run.n_pulses
     for k, p in enumerate(link.intensity_probabilities):
         assert abs(binomial_z(float(np.sum(run.alice.intensities == k)), n, p)) < SIGMAS
@@ -74,7 +79,12 @@ def test_class_and_basis_frequencies_follow_the_parameters() -> None:
 
 def test_run_records_have_the_documented_shape() -> None:
     link = bristol_clavis2(4.0)
-    run = simulate(link, 200_000, rng=np.random.default_rng(3), chunk_size=65_536)
+    run = simulate(
+        link,
+        200_000,
+        **seeded(3),
+        chunk_size=65_536,
+    )
     assert run.n_pulses == 200_000
     assert run.duration_s == pytest.approx(200_000 / link.pulse_rate_hz)
     for array in (run.alice.bits, run.alice.bases, run.alice.intensities):
@@ -87,20 +97,25 @@ def test_run_records_have_the_documented_shape() -> None:
 
 def test_dead_time_spans_chunk_boundaries() -> None:
     link = bristol_clavis2(0.0)
-    run = simulate(link, 300_000, rng=np.random.default_rng(4), chunk_size=1_000)
+    run = simulate(
+        link,
+        300_000,
+        **seeded(4),
+        chunk_size=1_000,
+    )
     assert np.all(np.diff(run.bob.indices) > link.dead_time_pulses)
 
 
 def test_seeded_runs_are_reproducible() -> None:
-    first = simulate(BUSY, 100_000, rng=np.random.default_rng(5))
-    second = simulate(BUSY, 100_000, rng=np.random.default_rng(5))
+    first = simulate(BUSY, 100_000, **seeded(5))
+    second = simulate(BUSY, 100_000, **seeded(5))
     assert np.array_equal(first.bob.indices, second.bob.indices)
     assert np.array_equal(first.bob.bits, second.bob.bits)
     assert np.array_equal(first.alice.bits, second.alice.bits)
 
 
 def test_estimated_rate_from_a_run_matches_the_model() -> None:
-    run = simulate(BUSY, 3_000_000, rng=np.random.default_rng(6))
+    run = simulate(BUSY, 3_000_000, **seeded(6))
     measured = estimate_key_rate(run, BUSY)
     model = secret_key_rate(BUSY)
     # Y1 rests on thousands of decoy clicks: tight. e1 rests on a few dozen X-basis decoy
@@ -119,11 +134,70 @@ def test_estimated_rate_from_a_run_matches_the_model() -> None:
 
 
 def test_zero_pulses_give_an_empty_run() -> None:
-    run = simulate(BUSY, 0, rng=np.random.default_rng(0))
+    run = simulate(BUSY, 0, **seeded(0))
     assert run.bob.indices.size == 0 and run.alice.bits.size == 0
 
 
 @pytest.mark.parametrize(("n_pulses", "chunk_size"), [(-1, 1024), (10, 0)])
 def test_bad_arguments_are_rejected(n_pulses: int, chunk_size: int) -> None:
     with pytest.raises(LinkParameterError):
-        simulate(BUSY, n_pulses, rng=np.random.default_rng(0), chunk_size=chunk_size)
+        simulate(
+            BUSY,
+            n_pulses,
+            **seeded(0),
+            chunk_size=chunk_size,
+        )
+
+
+def test_the_parties_choices_come_from_random_bytes_and_the_channel_from_rng() -> None:
+    # One chunk: Alice's choices are the first bytes drawn, before any of Bob's.
+    def choices(physics: int, parties: int) -> LinkRun:
+        return simulate(
+            BUSY,
+            50_000,
+            rng=np.random.default_rng(physics),
+            random_bytes=np.random.default_rng([parties, 1]).bytes,
+        )
+
+    base, other_channel, other_parties = choices(7, 8), choices(9, 8), choices(7, 10)
+    for record in ("bits", "bases", "intensities"):
+        assert np.array_equal(getattr(base.alice, record), getattr(other_channel.alice, record))
+        assert not np.array_equal(getattr(base.alice, record), getattr(other_parties.alice, record))
+    assert not np.array_equal(base.bob.indices, other_channel.bob.indices)
+
+
+def test_the_default_source_of_the_parties_choices_is_the_os_generator() -> None:
+    default = inspect.signature(simulate).parameters["random_bytes"].default
+    assert default is os.urandom
+    # Two default runs with the same channel seed: the same physics, different choices.
+    first = simulate(BUSY, 20_000, rng=np.random.default_rng(3))
+    second = simulate(BUSY, 20_000, rng=np.random.default_rng(3))
+    assert not np.array_equal(first.alice.bits, second.alice.bits)
+
+
+def test_uniform_bits_are_the_bytes_bits_most_significant_first() -> None:
+    assert uniform_bits(lambda n: bytes([0b10110000, 0xFF])[:n], 5).tolist() == [1, 0, 1, 1, 0]
+
+
+def test_categorical_draws_follow_32_bit_thresholds_exactly() -> None:
+    probabilities = (0.25, 0.5, 0.25)  # thresholds at 2^30 and 3 * 2^30
+    draws = np.array([0, 2**30 - 1, 2**30, 3 * 2**30 - 1, 3 * 2**30, 2**32 - 1], dtype="<u4")
+    assert categorical(lambda n: draws.tobytes()[:n], 6, probabilities).tolist() == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+    ]
+    with pytest.raises(ValueError):
+        categorical(os.urandom, 1, (0.5, 0.4))
+
+
+def test_categorical_frequencies_follow_the_probabilities() -> None:
+    probabilities = (0.075, 0.025, 0.4125, 0.1375, 0.2625, 0.0875)  # LAB_LINK's class x basis
+    n = 400_000
+    draws = categorical(np.random.default_rng(5).bytes, n, probabilities)
+    counts = np.bincount(draws, minlength=6)
+    for count, p in zip(counts, probabilities, strict=True):
+        assert abs(binomial_z(float(count), n, p)) < SIGMAS

@@ -3,6 +3,13 @@
 import qkd_channel.link as link
 
 EXPECTED = {
+    "secret_length",
+    "epsilon_budget",
+    "certify",
+    "asymptotic_key_rate",
+    "KeyDesign",
+    "FiniteKeyBounds",
+    "EpsilonTerm",
     "AliceRecord",
     "BRISTOL_CLAVIS2",
     "BRISTOL_MEASUREMENTS",
