@@ -4,12 +4,22 @@ SAEs use :class:`KMEClient` / :class:`AsyncKMEClient`. Operators run ``qkd-kme s
 (:func:`~qkd_channel.kme.server.serve`) and make certificates with ``qkd-kme certs``
 (:func:`~qkd_channel.kme.certs.issue_link_pki`). Key producers plug in as a
 :class:`KeySource`.
+
+The names are imported on first use (PEP 562): a device imports the client, which needs
+only the base install, without loading the server side (FastAPI, the key store, the link
+simulation), which needs the ``server`` and ``sim`` extras.
 """
 
-from qkd_channel.kme.client import AsyncKMEClient, KeyStatus, KMEClient
-from qkd_channel.kme.config import KeyLimits, KMEConfig, LinkEnd, TLSFiles
-from qkd_channel.kme.source import KeyBlock, KeySource
-from qkd_channel.kme.store import KeyStore
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qkd_channel.kme.client import AsyncKMEClient, KeyStatus, KMEClient
+    from qkd_channel.kme.config import KeyLimits, KMEConfig, LinkEnd, TLSFiles
+    from qkd_channel.kme.source import KeyBlock, KeySource
+    from qkd_channel.kme.store import KeyStore
 
 __all__ = [
     "AsyncKMEClient",
@@ -23,3 +33,22 @@ __all__ = [
     "LinkEnd",
     "TLSFiles",
 ]
+
+_HOMES = {
+    "AsyncKMEClient": "client",
+    "KMEClient": "client",
+    "KeyStatus": "client",
+    "KMEConfig": "config",
+    "KeyLimits": "config",
+    "LinkEnd": "config",
+    "TLSFiles": "config",
+    "KeyBlock": "source",
+    "KeySource": "source",
+    "KeyStore": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
