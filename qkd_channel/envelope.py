@@ -388,6 +388,11 @@ class AEADSession:
     def key_id(self) -> str:
         return self._key.key_id
 
+    @property
+    def key(self) -> QKDKey:
+        """The session key, for secrets bound to one of its envelopes (:func:`derive_secret`)."""
+        return self._key
+
     def expired(self) -> bool:
         return self._used >= self._max_messages or self._clock() - self._started >= self._max_age_s
 
