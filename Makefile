@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed-stamp
 NPM_STAMP := contracts/node_modules/.installed-stamp
 # Debian packages the tests use: servers they start (Mosquitto, PostgreSQL), the browser
 # the explorer tests drive, docker-compose and nginx to validate the deployment files.
-APT_PACKAGES := mosquitto chromium postgresql docker-compose nginx-light
+APT_PACKAGES := mosquitto chromium postgresql docker-compose nginx-light gcc libc6-dev libmbedtls-dev
 
 .PHONY: demo test lint typecheck unit install system-deps node-deps bench clean
 
@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip==26.3"
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[all,dev]'
 	touch $@
 
 node-deps: $(NPM_STAMP)
