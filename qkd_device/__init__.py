@@ -17,31 +17,37 @@ link simulation, and needs only the base install (``pip install qkd-notary``). S
 ``qkd-device --help`` for the command-line tool.
 """
 
-from qkd_channel.envelope import Mode
-from qkd_channel.kme.client import AsyncKMEClient, KMEClient
-from qkd_device.client import AsyncDeviceClient, ClientStats, DeviceClient
-from qkd_device.core import DeliveryReceipt, KeyPlan, RetryPolicy
-from qkd_device.errors import (
-    AnchorTimeout,
-    DeliveryError,
-    DeliveryPending,
-    DeliveryRejected,
-    DeviceError,
-    KeysUnobtainable,
-    QueueError,
-    ReceiptMismatch,
-    RecordNotFound,
-)
-from qkd_device.keystock import KeyStock
-from qkd_device.queue import QueuedEnvelope, SendQueue
-from qkd_device.receipt import Receipt
-from qkd_device.records import build_document, payload_hash, record_id, record_salt
-from qkd_device.transport import (
-    AsyncHTTPTransport,
-    AsyncMQTTTransport,
-    HTTPTransport,
-    MQTTTransport,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qkd_channel.envelope import Mode
+    from qkd_channel.kme.client import AsyncKMEClient, KMEClient
+    from qkd_device.client import AsyncDeviceClient, ClientStats, DeviceClient
+    from qkd_device.core import DeliveryReceipt, KeyPlan, RetryPolicy
+    from qkd_device.errors import (
+        AnchorTimeout,
+        DeliveryError,
+        DeliveryPending,
+        DeliveryRejected,
+        DeviceError,
+        KeysUnobtainable,
+        QueueError,
+        ReceiptMismatch,
+        RecordNotFound,
+    )
+    from qkd_device.keystock import KeyStock
+    from qkd_device.queue import QueuedEnvelope, SendQueue
+    from qkd_device.receipt import Receipt
+    from qkd_device.records import build_document, payload_hash, record_id, record_salt
+    from qkd_device.transport import (
+        AsyncHTTPTransport,
+        AsyncMQTTTransport,
+        HTTPTransport,
+        MQTTTransport,
+    )
 
 __all__ = [
     "AnchorTimeout",
@@ -75,3 +81,50 @@ __all__ = [
     "record_id",
     "record_salt",
 ]
+
+#: Where each public name lives. Names are imported on first use (PEP 562), so that
+#: ``qkd-device --help`` and ``import qkd_device.records`` do not load the whole SDK.
+_HOMES = {
+    "Mode": "qkd_channel.envelope",
+    "AsyncKMEClient": "qkd_channel.kme.client",
+    "KMEClient": "qkd_channel.kme.client",
+    "AsyncDeviceClient": "qkd_device.client",
+    "ClientStats": "qkd_device.client",
+    "DeviceClient": "qkd_device.client",
+    "DeliveryReceipt": "qkd_device.core",
+    "KeyPlan": "qkd_device.core",
+    "RetryPolicy": "qkd_device.core",
+    "AnchorTimeout": "qkd_device.errors",
+    "DeliveryError": "qkd_device.errors",
+    "DeliveryPending": "qkd_device.errors",
+    "DeliveryRejected": "qkd_device.errors",
+    "DeviceError": "qkd_device.errors",
+    "KeysUnobtainable": "qkd_device.errors",
+    "QueueError": "qkd_device.errors",
+    "ReceiptMismatch": "qkd_device.errors",
+    "RecordNotFound": "qkd_device.errors",
+    "KeyStock": "qkd_device.keystock",
+    "QueuedEnvelope": "qkd_device.queue",
+    "SendQueue": "qkd_device.queue",
+    "Receipt": "qkd_device.receipt",
+    "build_document": "qkd_device.records",
+    "payload_hash": "qkd_device.records",
+    "record_id": "qkd_device.records",
+    "record_salt": "qkd_device.records",
+    "AsyncHTTPTransport": "qkd_device.transport",
+    "AsyncMQTTTransport": "qkd_device.transport",
+    "HTTPTransport": "qkd_device.transport",
+    "MQTTTransport": "qkd_device.transport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
