@@ -45,7 +45,7 @@ unit: install node-deps system-deps
 test: lint typecheck unit
 
 bench: install node-deps
-	for b in qkd chain notary swap; do $(BIN)/python scripts/bench_$$b.py || exit 1; done
+	for b in qkd chain notary swap device; do $(BIN)/python scripts/bench_$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) contracts/node_modules .mypy_cache .ruff_cache .pytest_cache
