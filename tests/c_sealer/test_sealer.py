@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -188,6 +189,21 @@ def test_address_and_undefined_behaviour_sanitizers_find_nothing(tmp_path: Path)
         done = seal(checked, *args, plaintext=plaintext, json_form=json_form)
         assert done.returncode == code, done.stderr.decode()[-2000:]
         assert b"Sanitizer" not in done.stderr and b"runtime error" not in done.stderr
+
+
+def test_the_specs_walkthrough_runs_verbatim_and_reproduces_the_otp_vector() -> None:
+    spec = (ROOT / "docs" / "envelope-spec.md").read_text()
+    (block,) = re.findall(r"```sh\n(.*?)```", spec, re.DOTALL)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    data, _, _ = vector("envelope_otp_v1.json")
+    assert done.stdout == data["envelope_hex"]
 
 
 def test_the_sealer_stays_under_400_lines() -> None:
