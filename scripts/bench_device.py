@@ -32,6 +32,7 @@ post-quantum KEM) does not exist yet and prints ``-``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import os
 import shutil
@@ -43,6 +44,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -196,6 +198,62 @@ def _aead_header(sequence: int) -> bytes:
     return draft.header_bytes()
 
 
+#: A minimal HTTP/1.1 server (uvicorn, in its own process) for the asyncio HTTP comparison.
+_ECHO_SERVER = """
+import sys, uvicorn
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    headers = [(b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 202, "headers": headers})
+    await send({"type": "http.response.body", "body": b"{}"})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error")
+"""
+
+
+def async_http_cpu_us(requests: int = 2000, concurrency: int = 20) -> dict[str, float]:
+    """Client CPU per ``POST`` of each asyncio HTTP face (``-v`` only; needs the server
+    extra for aiohttp and uvicorn): what running the urllib3 pool in worker threads costs a
+    device, or a hub, against aiohttp."""
+    import asyncio
+    import socket
+
+    from qkd_channel.httpio import AiohttpAsyncHTTP, ThreadedAsyncHTTP
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-c", _ECHO_SERVER, str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            time.sleep(0.05)
+
+        async def measure(face: Any) -> float:
+            async def worker(n: int) -> None:
+                for _ in range(n):
+                    await face.request(
+                        "POST", "/v1/telemetry", b"{}", {"Content-Type": "application/json"}
+                    )
+
+            await worker(10)  # connections open, threads started
+            started = time.process_time()
+            await asyncio.gather(*(worker(requests // concurrency) for _ in range(concurrency)))
+            spent = time.process_time() - started
+            await face.aclose()
+            return spent / requests * 1e6
+
+        return {
+            "threads": asyncio.run(measure(ThreadedAsyncHTTP(url, concurrency=concurrency))),
+            "aiohttp": asyncio.run(measure(AiohttpAsyncHTTP(url))),
+        }
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval-s", type=float, default=60.0, help="seconds between readings")
@@ -235,6 +293,11 @@ def main() -> None:
     if args.verbose:
         print(f"# venv packages: {', '.join(packages)}")
         print(f"# session: {session} messages (one reading every {args.interval_s:g} s)")
+        cost = async_http_cpu_us()
+        print(
+            f"# asyncio HTTP client CPU per request (20 in flight, local uvicorn): "
+            f"worker threads {cost['threads']:.0f} us, aiohttp {cost['aiohttp']:.0f} us"
+        )
     print(
         f"device: import_ms={imported:.0f} packages={len(packages)} wheel_kb={wheel_kb:.0f} "
         f"seal_us otp/aead/hybrid/ecdh={row(seal_us, four, 1)} "
