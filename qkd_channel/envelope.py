@@ -1,5 +1,8 @@
 """Sealed envelopes: QKD-keyed encryption and authentication of one message.
 
+The byte-exact format, for implementations in other languages, is ``docs/envelope-spec.md``
+(with known-answer vectors in ``tests/vectors``); this docstring summarises it.
+
 Two modes, and every envelope names its own so nobody mistakes one for the other:
 
 ``otp``
