@@ -12,8 +12,9 @@ simulation), which needs the ``server`` and ``sim`` extras.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from qkd_channel.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from qkd_channel.kme.client import AsyncKMEClient, KeyStatus, KMEClient
@@ -35,20 +36,16 @@ __all__ = [
 ]
 
 _HOMES = {
-    "AsyncKMEClient": "client",
-    "KMEClient": "client",
-    "KeyStatus": "client",
-    "KMEConfig": "config",
-    "KeyLimits": "config",
-    "LinkEnd": "config",
-    "TLSFiles": "config",
-    "KeyBlock": "source",
-    "KeySource": "source",
-    "KeyStore": "store",
+    "AsyncKMEClient": "qkd_channel.kme.client",
+    "KMEClient": "qkd_channel.kme.client",
+    "KeyStatus": "qkd_channel.kme.client",
+    "KMEConfig": "qkd_channel.kme.config",
+    "KeyLimits": "qkd_channel.kme.config",
+    "LinkEnd": "qkd_channel.kme.config",
+    "TLSFiles": "qkd_channel.kme.config",
+    "KeyBlock": "qkd_channel.kme.source",
+    "KeySource": "qkd_channel.kme.source",
+    "KeyStore": "qkd_channel.kme.store",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
