@@ -21,7 +21,7 @@ import binascii
 import json
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -67,12 +67,19 @@ class KeyStatus:
     max_sae_id_count: int
 
 
-#: The standard's field name for each :class:`KeyStatus` attribute.
-_STATUS_FIELDS = {
-    f.name: f.name.replace("_kme_id", "_KME_ID")
-    .replace("_sae_id_count", "_SAE_ID_count")
-    .replace("_sae_id", "_SAE_ID")
-    for f in fields(KeyStatus)
+#: The standard's field name for each :class:`KeyStatus` attribute, and its JSON type.
+_STATUS_FIELDS: dict[str, tuple[str, type]] = {
+    "source_kme_id": ("source_KME_ID", str),
+    "target_kme_id": ("target_KME_ID", str),
+    "master_sae_id": ("master_SAE_ID", str),
+    "slave_sae_id": ("slave_SAE_ID", str),
+    "key_size": ("key_size", int),
+    "stored_key_count": ("stored_key_count", int),
+    "max_key_count": ("max_key_count", int),
+    "max_key_per_request": ("max_key_per_request", int),
+    "max_key_size": ("max_key_size", int),
+    "min_key_size": ("min_key_size", int),
+    "max_sae_id_count": ("max_SAE_ID_count", int),
 }
 
 
@@ -96,8 +103,7 @@ def _typed(body: dict[str, Any], name: str, kind: type, what: str) -> Any:
 def _status(response: HTTPReply) -> KeyStatus:
     body = _object(_checked(response).content, "Status")
     values = {
-        attr: _typed(body, name, str if attr.endswith("_id") else int, "Status")
-        for attr, name in _STATUS_FIELDS.items()
+        attr: _typed(body, name, kind, "Status") for attr, (name, kind) in _STATUS_FIELDS.items()
     }
     return KeyStatus(**values)
 
