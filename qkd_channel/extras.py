@@ -20,7 +20,14 @@ import importlib
 import sys
 from importlib.util import find_spec
 
-__all__ = ["EXIT_MISSING_EXTRA", "EXTRAS", "MissingExtra", "launch", "require"]
+__all__ = [
+    "EXIT_MISSING_EXTRA",
+    "EXTRAS",
+    "MissingExtra",
+    "exit_unless_installed",
+    "launch",
+    "require",
+]
 
 #: Exit status of a command run without the extra it needs (2 is a usage error, 1 a
 #: user error, so a script can tell "install something" apart from both).
@@ -55,12 +62,18 @@ def require(command: str, *extras: str) -> None:
         raise MissingExtra(command, missing)
 
 
-def launch(command: str, extras: tuple[str, ...], target: str) -> None:
-    """Run the console script ``target`` (``module:function``) if ``extras`` are there."""
+def exit_unless_installed(command: str, *extras: str) -> None:
+    """In a command: one line on stderr and exit :data:`EXIT_MISSING_EXTRA` if an extra is
+    missing (a subcommand that needs more than its console script, like ``demo``)."""
     try:
         require(command, *extras)
     except MissingExtra as exc:
         print(f"Error: {exc}", file=sys.stderr)  # noqa: T201 - a console script's one line
         raise SystemExit(EXIT_MISSING_EXTRA) from None
+
+
+def launch(command: str, extras: tuple[str, ...], target: str) -> None:
+    """Run the console script ``target`` (``module:function``) if ``extras`` are there."""
+    exit_unless_installed(command, *extras)
     module, _, function = target.partition(":")
     getattr(importlib.import_module(module), function)()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from qkd_device import DeliveryReceipt, DeviceClient, KMEClient, Receipt
+    from qkd_device.transport import Transport
 
 __all__ = ["ExitCode", "main"]
 
@@ -168,7 +169,7 @@ def _kme(args: argparse.Namespace) -> KMEClient:
     return KMEClient(args.kme, cert=args.cert, key=args.key, ca=args.ca, timeout=args.timeout)
 
 
-def _transport(args: argparse.Namespace) -> Any:
+def _transport(args: argparse.Namespace) -> Transport:
     from urllib.parse import urlsplit
 
     from qkd_channel.httpio import tls_context

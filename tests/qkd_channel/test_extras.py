@@ -29,3 +29,14 @@ def test_launch_exits_3_instead_of_importing(
 
 def test_every_extra_of_the_table_is_installed_here() -> None:
     extras.require("make test", *extras.EXTRAS)  # the dev install has [all]
+
+
+def test_the_demo_names_the_sim_extra_when_it_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from notary.cli import main
+
+    monkeypatch.setitem(extras.EXTRAS, "sim", ("no_such_module_for_this_test",))
+    result = CliRunner().invoke(main, ["demo", "--devices", "1"])
+    assert result.exit_code == extras.EXIT_MISSING_EXTRA
+    assert "pip install 'qkd-notary[sim]'" in result.output
