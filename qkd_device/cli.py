@@ -189,7 +189,9 @@ def _transport(args: argparse.Namespace) -> Transport:
             tls=tls_context(verify) if url.scheme == "mqtts" else None,
             receipts_tls=tls_context(verify),
         )
-    raise _Failure(ExitCode.USAGE, "usage", f"--notary: not an http(s) or mqtt(s) URL: {url}")
+    raise _Failure(
+        ExitCode.USAGE, "usage", f"--notary: not an http(s) or mqtt(s) URL: {args.notary}"
+    )
 
 
 def _client(args: argparse.Namespace, **extra: Any) -> DeviceClient:
@@ -305,10 +307,10 @@ def _queue_show(args: argparse.Namespace) -> dict[str, Any]:
         ]
         rejected = [
             {
-                "sequence": entry["envelope"]["seq"],
+                "sequence": entry.get("envelope", {}).get("seq"),
                 "record_id": entry["record_id"],
-                "status": entry.get("answer", {}).get("status"),
-                "reason": entry.get("answer", {}).get("reason"),
+                "status": entry["answer"].get("status"),
+                "reason": entry["answer"].get("reason"),
             }
             for entry in queue.rejected()
         ]

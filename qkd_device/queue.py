@@ -152,10 +152,25 @@ class SendQueue:
         return [self._pending[sequence] for sequence in sorted(self._pending)]
 
     def rejected(self) -> list[dict[str, Any]]:
-        """Dead letters with the notary's answer, oldest first (for diagnostics)."""
+        """Dead letters, oldest first (for diagnostics): each stored entry (envelope,
+        record ID, plaintext, salt) with the notary's ``answer``; ``QueueError`` if one is
+        corrupt."""
         folder = self.directory / "rejected"
-        names = sorted(n for n in os.listdir(folder) if _ENTRY.match(n))
-        return [json.loads((folder / name).read_text(encoding="utf-8")) for name in names]
+        out = []
+        for name in sorted(n for n in os.listdir(folder) if _ENTRY.match(n)):
+            try:
+                entry = json.loads((folder / name).read_text(encoding="utf-8"))
+                valid = (
+                    isinstance(entry["answer"], dict)
+                    and isinstance(entry["record_id"], str)
+                    and isinstance(entry["envelope"], dict)
+                )
+            except (ValueError, KeyError, TypeError):
+                valid = False
+            if not valid:
+                raise QueueError(f"dead letter {name} is corrupt")
+            out.append(entry)
+        return out
 
     def done(self, item: QueuedEnvelope) -> None:
         """The notary holds the record: drop the entry."""

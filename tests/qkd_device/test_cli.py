@@ -297,3 +297,36 @@ def test_ctrl_c_exits_130_and_the_sealed_reading_stays_queued(stack: Stack) -> N
     assert "interrupted" in err and "Traceback" not in err
     _, out, _ = run("--json", "queue", "show", env=env)
     assert [p["sequence"] for p in json.loads(out)["pending"]] == [1]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"state.json": '{"device_id": "someone-else", "next_sequence": 3}'}, "another device"),
+        (
+            {
+                "state.json": '{"device_id": "dev-0", "next_sequence": 3}',
+                "rejected/00000000000000000001.json": "{not json",
+            },
+            "corrupt",
+        ),
+        (
+            {
+                "state.json": '{"device_id": "dev-0", "next_sequence": 3}',
+                "pending/00000000000000000002.json": '{"record_id": "0x00"}',
+            },
+            "corrupt",
+        ),
+    ],
+    ids=["foreign", "corrupt-dead-letter", "corrupt-pending"],
+)
+def test_an_unusable_queue_is_exit_6_without_a_traceback(
+    tmp_path: Path, files: dict[str, str], message: str
+) -> None:
+    queue = tmp_path / "queue"
+    for name, text in files.items():
+        (queue / name).parent.mkdir(parents=True, exist_ok=True)
+        (queue / name).write_text(text)
+    code, out, _ = run("--json", "queue", "show", "--device", "dev-0", "--queue", str(queue))
+    assert code == ExitCode.QUEUE
+    assert message in json.loads(out)["detail"]
