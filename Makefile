@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed-stamp
 NPM_STAMP := contracts/node_modules/.installed-stamp
 # Debian packages the tests use: servers they start (Mosquitto, PostgreSQL), the browser
 # the explorer tests drive, docker-compose and nginx to validate the deployment files.
-APT_PACKAGES := mosquitto chromium postgresql docker-compose nginx-light
+APT_PACKAGES := mosquitto chromium postgresql docker-compose nginx-light gcc libc6-dev libmbedtls-dev
 
 .PHONY: demo test lint typecheck unit install system-deps node-deps bench clean
 
@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip==26.3"
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[all,dev]'
 	touch $@
 
 node-deps: $(NPM_STAMP)
@@ -45,7 +45,7 @@ unit: install node-deps system-deps
 test: lint typecheck unit
 
 bench: install node-deps
-	for b in qkd chain notary swap; do $(BIN)/python scripts/bench_$$b.py || exit 1; done
+	for b in qkd chain notary swap device; do $(BIN)/python scripts/bench_$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) contracts/node_modules .mypy_cache .ruff_cache .pytest_cache

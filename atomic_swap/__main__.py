@@ -1,5 +1,13 @@
-"""``python -m atomic_swap`` runs the ``qswap`` CLI."""
+"""``qswap`` (also ``python -m atomic_swap``): says which extra to install when one is missing."""
 
-from atomic_swap.cli import main
+from qkd_channel.extras import launch
 
-main()
+__all__ = ["main"]
+
+
+def main() -> None:
+    launch("qswap", ("swap",), "atomic_swap.cli:main")
+
+
+if __name__ == "__main__":
+    main()

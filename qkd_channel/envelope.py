@@ -1,5 +1,8 @@
 """Sealed envelopes: QKD-keyed encryption and authentication of one message.
 
+The byte-exact format, for implementations in other languages, is ``docs/envelope-spec.md``
+(with known-answer vectors in ``tests/vectors``); this docstring summarises it.
+
 Two modes, and every envelope names its own so nobody mistakes one for the other:
 
 ``otp``
@@ -387,6 +390,11 @@ class AEADSession:
     @property
     def key_id(self) -> str:
         return self._key.key_id
+
+    @property
+    def key(self) -> QKDKey:
+        """The session key, for secrets bound to one of its envelopes (:func:`derive_secret`)."""
+        return self._key
 
     def expired(self) -> bool:
         return self._used >= self._max_messages or self._clock() - self._started >= self._max_age_s

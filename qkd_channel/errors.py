@@ -9,6 +9,7 @@ Hierarchy (each module adds its specific subclasses here, so callers can catch b
     ├── ChannelError           classical channel broken or a message failed authentication
     │   └── AuthenticationKeyExhausted  no authentication key left for the next message
     ├── KMEError               a KME answered with an error or could not be reached
+    ├── HTTPUnreachable        no HTTP answer arrived (refused, reset, TLS failure, timeout)
     ├── EnvelopeRejected       a sealed envelope failed to open (one reason, deliberately vague)
     ├── KeyMaterialExhausted   the sealer was given fewer key bytes than the envelope needs
     ├── SessionExpired         an AEAD session key is due for rotation
@@ -25,6 +26,7 @@ __all__ = [
     "ChannelError",
     "EnvelopeRejected",
     "EstimationAborted",
+    "HTTPUnreachable",
     "KMEError",
     "KeyMaterialExhausted",
     "LinkAborted",
@@ -49,6 +51,14 @@ class ChannelError(QKDError):
 
 class KMEError(QKDError):
     """A key management entity refused a request or could not be reached."""
+
+
+class HTTPUnreachable(QKDError):
+    """No HTTP answer arrived: connection refused or reset, TLS failure, timeout.
+
+    Raised by :mod:`qkd_channel.httpio`; the KME client turns it into ``KMEUnavailable``
+    and the device SDK into "no answer, retry later".
+    """
 
 
 class EnvelopeRejected(QKDError):

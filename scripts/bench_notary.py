@@ -47,12 +47,12 @@ import httpx
 
 from notary.chain.anvil import AnvilNode
 from notary.demo.infrastructure import NOTARY_SAE, KMEPair
-from notary.sdk import AsyncDeviceClient, RetryPolicy
-from notary.sdk.core import build_document
 from qkd_channel.envelope import Mode, keys_needed, seal
 from qkd_channel.kme.certs import sae_paths
 from qkd_channel.kme.config import LinkEnd
 from qkd_channel.kme.store import KeyStore
+from qkd_device import AsyncDeviceClient, RetryPolicy
+from qkd_device.records import build_document
 
 FIRMWARE = "ab" * 32
 PASSWORD = "bench-only-password"

@@ -456,7 +456,7 @@ def test_wheel_carries_the_contract_artifacts(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "README.md"):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, source / name)
-    for tree in ("qkd_channel", "notary", "atomic_swap", "contracts/build"):
+    for tree in ("qkd_channel", "qkd_device", "notary", "atomic_swap", "contracts/build"):
         shutil.copytree(
             ROOT / tree,
             source / tree,

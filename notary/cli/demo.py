@@ -12,6 +12,7 @@ from rich.console import Console
 from notary.cli.common import user_errors
 from notary.config import AnchorMode
 from qkd_channel.envelope import Mode
+from qkd_channel.extras import exit_unless_installed
 
 __all__ = ["demo"]
 
@@ -37,6 +38,7 @@ __all__ = ["demo"]
 def demo(devices: int, messages: int, mode: str, anchor_mode: str, workdir: Path | None) -> None:
     """Two KMEs, the embedded chain, the notary and a fleet of devices; attacks refused,
     a firmware change flagged, every receipt verified on-chain. Exit 0 if all checks hold."""
+    exit_unless_installed("qkd-notary demo", "sim")  # its KMEs run the simulated link
     from notary.demo import DemoConfig, run_demo  # the demo package imports CLI helpers
 
     logging.basicConfig(level=logging.ERROR)

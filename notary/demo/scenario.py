@@ -46,10 +46,10 @@ from notary.demo.infrastructure import (
 from notary.errors import ReceiptInvalid
 from notary.metrics import NotaryMetrics
 from notary.receipts import Receipt, verify_receipt
-from notary.sdk import AsyncDeviceClient, DeliveryReceipt
-from notary.sdk.core import build_document
 from qkd_channel.envelope import Mode, keys_needed, seal
 from qkd_channel.kme.client import AsyncKMEClient
+from qkd_device import AsyncDeviceClient, DeliveryReceipt
+from qkd_device.records import build_document
 
 __all__ = ["DemoConfig", "DemoOutcome", "run_demo"]
 

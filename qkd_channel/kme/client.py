@@ -1,10 +1,10 @@
 """SAE-side client of a KME's ETSI GS QKD 014 API, over HTTPS with mutual TLS.
 
-``KMEClient`` (httpx) and ``AsyncKMEClient`` (aiohttp) are twins (``close``/``aclose``); both
-build requests and read answers through the same functions, so they cannot drift apart. The
-asyncio twin uses aiohttp because it sits on the hot path of every envelope (device
-``enc_keys``, notary ``dec_keys``): on the benchmark machine an httpx/httpcore round trip
-cost the client ~2.5 ms of CPU, an aiohttp one ~0.4 ms. Answers are turned into exceptions
+``KMEClient`` (blocking) and ``AsyncKMEClient`` (asyncio) are twins (``close``/``aclose``);
+both build requests and read answers through the same functions, so they cannot drift
+apart. They speak HTTP through :mod:`qkd_channel.httpio` (urllib3; aiohttp for the asyncio
+twin when it is installed) and read answers with the standard library, so a device
+install needs neither pydantic nor an async HTTP stack. Answers are turned into exceptions
 at this boundary::
 
     KMEError
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,29 +26,28 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import aiohttp
-import httpx
-from pydantic import ValidationError
-
+from qkd_channel import boundedjson
 from qkd_channel.errors import (
+    HTTPUnreachable,
     KMEProtocolError,
     KMERequestRejected,
     KMEUnauthorized,
     KMEUnavailable,
 )
-from qkd_channel.http_reply import HTTPReply
+from qkd_channel.httpio import (
+    IDLE_CLOSE_S,
+    AsyncHTTP,
+    BlockingHTTP,
+    HTTPReply,
+    async_http,
+    client_ssl_context,
+)
 from qkd_channel.keys import QKDKey
-from qkd_channel.kme.schemas import ErrorBody, KeyContainer, Status
-from qkd_channel.kme.tls import client_ssl_context
 
 __all__ = ["IDLE_CLOSE_S", "AsyncKMEClient", "KMEClient", "KeyStatus"]
 
 _PREFIX = "/api/v1/keys"
-
-#: Idle kept-alive connections are closed after this many seconds, before a KME (uvicorn's
-#: 5 s keep-alive) closes them itself: reusing a connection the server is closing at that
-#: very moment fails the request, which for a peer allocation means burned bits.
-IDLE_CLOSE_S = 4.0
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -67,36 +67,52 @@ class KeyStatus:
     max_sae_id_count: int
 
 
+#: The standard's field name for each :class:`KeyStatus` attribute, and its JSON type.
+_STATUS_FIELDS: dict[str, tuple[str, type]] = {
+    "source_kme_id": ("source_KME_ID", str),
+    "target_kme_id": ("target_KME_ID", str),
+    "master_sae_id": ("master_SAE_ID", str),
+    "slave_sae_id": ("slave_SAE_ID", str),
+    "key_size": ("key_size", int),
+    "stored_key_count": ("stored_key_count", int),
+    "max_key_count": ("max_key_count", int),
+    "max_key_per_request": ("max_key_per_request", int),
+    "max_key_size": ("max_key_size", int),
+    "min_key_size": ("min_key_size", int),
+    "max_sae_id_count": ("max_SAE_ID_count", int),
+}
+
+
+def _object(content: bytes, what: str) -> dict[str, Any]:
+    try:
+        body = boundedjson.loads(content)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise KMEProtocolError(f"KME answer is not a valid {what}")
+    return body
+
+
+def _typed(body: dict[str, Any], name: str, kind: type, what: str) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise KMEProtocolError(f"KME answer is not a valid {what}")
+    return value
+
+
 def _status(response: HTTPReply) -> KeyStatus:
-    s = _parse(Status, _checked(response))
-    return KeyStatus(
-        source_kme_id=s.source_KME_ID,
-        target_kme_id=s.target_KME_ID,
-        master_sae_id=s.master_SAE_ID,
-        slave_sae_id=s.slave_SAE_ID,
-        key_size=s.key_size,
-        stored_key_count=s.stored_key_count,
-        max_key_count=s.max_key_count,
-        max_key_per_request=s.max_key_per_request,
-        max_key_size=s.max_key_size,
-        min_key_size=s.min_key_size,
-        max_sae_id_count=s.max_SAE_ID_count,
-    )
+    body = _object(_checked(response).content, "Status")
+    values = {
+        attr: _typed(body, name, kind, "Status") for attr, (name, kind) in _STATUS_FIELDS.items()
+    }
+    return KeyStatus(**values)
 
 
 def _keys(
     response: HTTPReply, expected: int, expected_ids: list[str] | None = None
 ) -> list[QKDKey]:
-    container = _parse(KeyContainer, _checked(response))
-    try:
-        keys = [
-            QKDKey(item.key_ID, base64.b64decode(item.key, validate=True))
-            for item in container.keys
-        ]
-    except (ValueError, binascii.Error):
-        raise KMEProtocolError(
-            "KME sent a key that is not base64 or a key_ID that is not a UUID"
-        ) from None
+    container = _object(_checked(response).content, "KeyContainer")
+    keys = [_key(item) for item in _typed(container, "keys", list, "KeyContainer")]
     if len(keys) != expected:
         raise KMEProtocolError(f"KME sent {len(keys)} keys, {expected} were asked for")
     if expected_ids is not None and sorted(k.key_id for k in keys) != sorted(
@@ -106,6 +122,19 @@ def _keys(
     return keys
 
 
+def _key(item: Any) -> QKDKey:
+    if not isinstance(item, dict):
+        raise KMEProtocolError("KME answer is not a valid KeyContainer")
+    key_id = _typed(item, "key_ID", str, "KeyContainer")
+    material = _typed(item, "key", str, "KeyContainer")
+    try:
+        return QKDKey(key_id, base64.b64decode(material, validate=True))
+    except (ValueError, binascii.Error):
+        raise KMEProtocolError(
+            "KME sent a key that is not base64 or a key_ID that is not a UUID"
+        ) from None
+
+
 def _canonical_key_id(key_id: str) -> str:
     try:
         return str(uuid.UUID(key_id))
@@ -113,11 +142,18 @@ def _canonical_key_id(key_id: str) -> str:
         return key_id
 
 
-def _parse(model: type[Any], response: HTTPReply) -> Any:
+def _error_body(content: bytes) -> tuple[str, list[dict[str, object]]] | None:
+    """``message`` and ``details`` of the standard error body (clause 6.5), if it is one."""
     try:
-        return model.model_validate_json(response.content)
-    except ValidationError:
-        raise KMEProtocolError(f"KME answer is not a valid {model.__name__}") from None
+        body = boundedjson.loads(content)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        return None
+    details = body.get("details", [])
+    if not isinstance(details, list) or not all(isinstance(d, dict) for d in details):
+        return None
+    return body["message"], details
 
 
 def _checked(response: HTTPReply) -> HTTPReply:
@@ -125,20 +161,17 @@ def _checked(response: HTTPReply) -> HTTPReply:
     code = response.status_code
     if code == 200:
         return response
-    try:
-        error = ErrorBody.model_validate_json(response.content)
-        message, details = error.message, error.details
-    except ValidationError:
-        message, details = f"HTTP {code} without the standard error body", []
+    message, details = _error_body(response.content) or (
+        f"HTTP {code} without the standard error body",
+        [],
+    )
     if code == 400:
         raise KMERequestRejected(message, details)
     if code == 401:
         raise KMEUnauthorized(message, details)
     if code == 503:
-        stock = next(
-            (d["stored_key_count"] for d in details if isinstance(d.get("stored_key_count"), int)),
-            None,
-        )
+        counts = [d.get("stored_key_count") for d in details]
+        stock = next((c for c in counts if isinstance(c, int) and not isinstance(c, bool)), None)
         retry_after: float | None
         try:
             retry_after = float(response.headers["Retry-After"])
@@ -160,8 +193,14 @@ def _dec_body(key_ids: list[str]) -> dict[str, object]:
     return {"key_IDs": [{"key_ID": k} for k in key_ids]}
 
 
-def _unreachable(exc: Exception) -> KMEUnavailable:
-    return KMEUnavailable(f"KME unreachable: {type(exc).__name__}")
+def _request_body(body: dict[str, object] | None) -> tuple[bytes | None, dict[str, str]]:
+    if body is None:
+        return None, {"Accept": "application/json"}
+    return json.dumps(body, separators=(",", ":")).encode(), _JSON_HEADERS
+
+
+def _unreachable(exc: HTTPUnreachable) -> KMEUnavailable:
+    return KMEUnavailable(f"KME unreachable: {exc}")
 
 
 class KMEClient:
@@ -177,12 +216,12 @@ class KMEClient:
         timeout: float = 10.0,
     ) -> None:
         context = client_ssl_context(Path(cert), Path(key), Path(ca))
-        self._http = httpx.Client(base_url=base_url, verify=context, timeout=timeout)
+        self._http = BlockingHTTP(base_url, ssl_context=context, timeout_s=timeout)
 
-    def _send(self, method: str, url: str, json: dict[str, object] | None = None) -> HTTPReply:
+    def _send(self, method: str, url: str, body: dict[str, object] | None = None) -> HTTPReply:
         try:
-            return HTTPReply.of(self._http.request(method, url, json=json))
-        except httpx.HTTPError as exc:
+            return self._http.request(method, url, *_request_body(body))
+        except HTTPUnreachable as exc:
             raise _unreachable(exc) from exc
 
     def status(self, slave_sae_id: str) -> KeyStatus:
@@ -225,9 +264,9 @@ class KMEClient:
 class AsyncKMEClient:
     """The ``asyncio`` twin of :class:`KMEClient`.
 
-    Connections are kept alive and reused (up to 100 at once). The aiohttp session is
-    opened on the first request, inside the event loop that uses it, so the client can be
-    built outside one.
+    Its HTTP is :func:`~qkd_channel.httpio.async_http`: aiohttp when installed (kept-alive
+    connections, up to 100 at once), else the blocking pool in worker threads. Either is
+    opened lazily, so the client can be built outside an event loop.
     """
 
     def __init__(
@@ -238,30 +277,22 @@ class AsyncKMEClient:
         key: Path | str,
         ca: Path | str,
         timeout: float = 10.0,
+        http: AsyncHTTP | None = None,
     ) -> None:
-        self._context = client_ssl_context(Path(cert), Path(key), Path(ca))
-        self._base_url = base_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
+        if http is None:
+            context = client_ssl_context(Path(cert), Path(key), Path(ca))
+            http = async_http(base_url, ssl_context=context, timeout_s=timeout)
+        self._http = http
         self._closed = False
 
-    def _http(self) -> aiohttp.ClientSession:
+    async def _send(
+        self, method: str, url: str, body: dict[str, object] | None = None
+    ) -> HTTPReply:
         if self._closed:
             raise KMEUnavailable("KME client is closed")
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._context, keepalive_timeout=IDLE_CLOSE_S),
-                timeout=self._timeout,
-            )
-        return self._session
-
-    async def _send(
-        self, method: str, url: str, json: dict[str, object] | None = None
-    ) -> HTTPReply:
         try:
-            async with self._http().request(method, self._base_url + url, json=json) as reply:
-                return HTTPReply(reply.status, reply.headers, await reply.read())
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            return await self._http.request(method, url, *_request_body(body))
+        except HTTPUnreachable as exc:
             raise _unreachable(exc) from exc
 
     async def status(self, slave_sae_id: str) -> KeyStatus:
@@ -288,9 +319,7 @@ class AsyncKMEClient:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.aclose()
 
     async def __aenter__(self) -> AsyncKMEClient:
         return self

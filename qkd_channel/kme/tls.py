@@ -22,6 +22,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from qkd_channel.httpio import client_ssl_context
 from qkd_channel.kme.identity import Identity, identity_from_certificate
 
 __all__ = [
@@ -46,14 +47,6 @@ def server_ssl_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
     context.load_cert_chain(cert, key)
     context.load_verify_locations(cafile=ca)
     context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def client_ssl_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
-    """A TLS >= 1.2 client context presenting ``cert`` and trusting only ``ca``."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
     return context
 
 

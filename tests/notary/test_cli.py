@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from notary.cli import main
-from notary.sdk import DeliveryRejected, DeviceClient, RetryPolicy
-from notary.sdk.core import build_document
+from qkd_device import DeliveryRejected, DeviceClient, RetryPolicy
+from qkd_device.records import build_document
 from tests.conftest import AnvilFactory, AnvilNode
 from tests.notary.sdk_stack import (
     FIRMWARE,
@@ -90,7 +90,8 @@ def test_operator_and_auditor_flow(
     ) as dev:
         ack = dev.send({"temp_c": 22.25})
         anchored = dev.wait_anchored(ack, timeout=60, poll_s=0.2)
-    assert anchored.anchor is not None and anchored.anchor.chain_id == node.chain_id
+    assert anchored.anchor is not None and anchored.anchor["chain_id"] == node.chain_id
+    assert anchored.payload_hash == ack.payload_hash  # the device computed it itself
 
     payload = tmp_path / "payload.json"
     payload.write_bytes(build_document(FIRMWARE, {"temp_c": 22.25}))
@@ -131,7 +132,7 @@ def test_operator_and_auditor_flow(
         "verified on-chain"
     )
 
-    forged = anchored.model_dump(mode="json")
+    forged = dict(anchored.document)
     forged["sequence"] += 1  # claims another message than the one anchored
     forged_file = tmp_path / "forged.json"
     forged_file.write_text(json.dumps(forged))

@@ -27,9 +27,9 @@ from notary.chain.client import ChainClient
 from notary.chain.settings import ChainSettings
 from notary.config import AnchorMode
 from notary.receipts import RECEIPT_CHECKS, Receipt
-from notary.sdk import DeviceClient, RetryPolicy
 from notary.server import NotaryServer
 from notary.service import NotaryService, kme_key_source
+from qkd_device import DeviceClient, RetryPolicy
 from tests.notary.sdk_stack import FIRMWARE, NOTARY_SAE, Stack, make_pki, start_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -115,7 +115,10 @@ def notarised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notarised]:
                 retry=RetryPolicy(initial_s=0.05, max_s=0.2, deadline_s=30),
             ) as device:
                 sent = [device.send({"kwh": 10 + i, "device": device_id}) for i in range(3)]
-                receipts[device_id] = [device.wait_anchored(s, poll_s=0.1) for s in sent]
+                receipts[device_id] = [
+                    Receipt.model_validate(device.wait_anchored(s, poll_s=0.1).document)
+                    for s in sent
+                ]
         yield Notarised(stack.notary_url, receipts)
     finally:
         server.stop()

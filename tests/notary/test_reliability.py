@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from notary.sdk import AsyncDeviceClient, DeliveryReceipt, DeviceClient, HTTPTransport, RetryPolicy
-from notary.sdk.core import Answer
-from notary.sdk.queue import QueuedEnvelope
+from qkd_device import AsyncDeviceClient, DeliveryReceipt, DeviceClient, HTTPTransport, RetryPolicy
+from qkd_device.core import Answer
+from qkd_device.queue import QueuedEnvelope
 from tests.conftest import AnvilFactory
 from tests.notary.sdk_stack import (
     FIRMWARE,

@@ -46,3 +46,34 @@ def test_nesting_is_refused_beyond_the_limit_whatever_the_recursion_limit() -> N
             boundedjson.loads("[" * 200_000 + "]" * 200_000)
     finally:
         sys.setrecursionlimit(limit)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+@given(_json_values)
+def test_the_depth_guard_measures_what_the_parser_would_nest(value: object) -> None:
+    assert boundedjson._depth(json.dumps(value)) == _depth(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '["' + "[" * 1000 + '"]',  # brackets inside a string are text
+        '["\\"' + "{" * 1000 + '"]',  # behind an escaped quote too
+        "[" * boundedjson.MAX_DEPTH + "]" * boundedjson.MAX_DEPTH,  # exactly the limit
+    ],
+)
+def test_brackets_in_strings_do_not_count_and_the_limit_itself_is_accepted(text: str) -> None:
+    assert boundedjson.loads(text) is not None
+
+
+def test_one_level_over_the_limit_is_refused() -> None:
+    depth = boundedjson.MAX_DEPTH + 1
+    with pytest.raises(ValueError, match="deeper"):
+        boundedjson.loads("[" * depth + "]" * depth)

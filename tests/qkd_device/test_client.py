@@ -25,7 +25,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from notary.sdk import (
+from qkd_channel.envelope import Mode, keys_needed
+from qkd_channel.keys import QKDKey
+from qkd_channel.kme.config import KeyLimits
+from qkd_device import (
     AsyncDeviceClient,
     DeliveryPending,
     DeliveryRejected,
@@ -34,12 +37,9 @@ from notary.sdk import (
     RetryPolicy,
     SendQueue,
 )
-from notary.sdk.core import Answer, KeyPlan, build_document, seal_item
-from notary.sdk.queue import QueuedEnvelope
-from notary.telemetry import record_id
-from qkd_channel.envelope import Mode, keys_needed
-from qkd_channel.keys import QKDKey
-from qkd_channel.kme.config import KeyLimits
+from qkd_device.core import Answer, KeyPlan, seal_item
+from qkd_device.queue import QueuedEnvelope
+from qkd_device.records import build_document, record_id
 from tests.notary.sdk_stack import FIRMWARE, NOTARY_SAE, Stack, make_pki, running_stack
 
 FAST = RetryPolicy(initial_s=0.05, max_s=0.2, deadline_s=1.0)
@@ -152,7 +152,7 @@ def test_reopened_client_resends_the_same_envelope_without_new_keys(
 _CHILD = textwrap.dedent(
     """
     import sys
-    from notary.sdk import DeviceClient, RetryPolicy
+    from qkd_device import DeviceClient, RetryPolicy
     from tests.notary.sdk_stack import FIRMWARE, Stack
     from qkd_channel.kme.client import KMEClient
     from qkd_channel.kme.certs import sae_paths
@@ -225,7 +225,7 @@ class LosingTransport:
 
 
 def test_lost_answer_is_recovered_from_the_replay_answer(stack: Stack, tmp_path: Path) -> None:
-    from notary.sdk import HTTPTransport
+    from qkd_device import HTTPTransport
 
     transport = LosingTransport(HTTPTransport(stack.notary_url))
     with client(stack, tmp_path, notary=transport) as dev:
@@ -316,7 +316,7 @@ class ScriptedTransport:
 
 
 def test_retry_after_is_a_floor_for_the_backoff(stack: Stack, tmp_path: Path) -> None:
-    from notary.sdk import HTTPTransport
+    from qkd_device import HTTPTransport
 
     waits: list[float] = []
     script = [Answer(503, {"reason": "kme-unavailable"}, 3.0), Answer(0)]
@@ -396,8 +396,8 @@ async def test_mqtt_transport_delivers_through_the_notary_intake(
     stack: Stack, tmp_path: Path, mosquitto: object
 ) -> None:
     from notary.mqtt import MQTTIntake
-    from notary.sdk import AsyncMQTTTransport
     from notary.service import NotaryService
+    from qkd_device import AsyncMQTTTransport
 
     stack.stop_notary()
     service = NotaryService.open(stack.settings)
@@ -444,9 +444,9 @@ class CrashingNotary:
     and crashed before storing the record: no answer. Later attempts go through."""
 
     def __init__(self, stack: Stack) -> None:
-        from notary.sdk import HTTPTransport
         from qkd_channel.kme.certs import sae_paths
         from qkd_channel.kme.client import KMEClient
+        from qkd_device import HTTPTransport
 
         cert, key = sae_paths(stack.pki, NOTARY_SAE)
         self.notary_kme = KMEClient(

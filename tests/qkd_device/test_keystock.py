@@ -18,15 +18,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from notary.sdk import DeviceClient, KeyStock
-from notary.sdk.core import KeyPlan, build_document
-from notary.sdk.keystock import GRANULE_BYTES
 from qkd_channel.envelope import Mode, keys_needed
 from qkd_channel.keys import QKDKey
 from qkd_channel.kme.certs import sae_paths
 from qkd_channel.kme.client import KMEClient
+from qkd_device import DeviceClient, KeyStock
+from qkd_device.core import KeyPlan
+from qkd_device.keystock import GRANULE_BYTES
+from qkd_device.records import build_document
 from tests.notary.sdk_stack import FIRMWARE, NOTARY_SAE, Stack, make_pki, running_stack
-from tests.notary.test_sdk import FAST
+from tests.qkd_device.test_client import FAST
 
 PLAN = KeyPlan(min_key_size=64, max_key_size=8 * 1024, max_key_per_request=16)
 

@@ -16,14 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from notary.errors import RecordNotFound
-from notary.sdk import AsyncDeviceClient, AsyncHTTPTransport, DeliveryError, DeliveryPending
-from notary.sdk.core import build_document, seal_item
-from notary.sdk.transport import tls_context
 from qkd_channel.envelope import Mode, keys_needed
 from qkd_channel.kme.certs import kme_server_paths, sae_paths
+from qkd_device import AsyncDeviceClient, AsyncHTTPTransport, DeliveryError, DeliveryPending
+from qkd_device.core import seal_item
+from qkd_device.errors import RecordNotFound
+from qkd_device.records import build_document
+from qkd_device.transport import tls_context
 from tests.notary.sdk_stack import FIRMWARE, NOTARY_SAE, Stack, free_port, make_pki, running_stack
-from tests.notary.test_sdk import FAST
+from tests.qkd_device.test_client import FAST
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,6 @@ def mtls_notary(stack: Stack) -> None:
         }
     )
     admin = tls_context(stack.pki / "ca.crt", sae_paths(stack.pki, NOTARY_SAE))
-    assert isinstance(admin, ssl.SSLContext)
     httpx.post(
         f"{stack.notary_url}/v1/admin/devices",
         json={"device_id": "dev-0", "sae_id": "sae-0"},
@@ -129,8 +129,9 @@ async def test_unreachable_notary_is_status_zero(tmp_path: Path) -> None:
 
 
 def test_tls_options_follow_httpx_forms(pki: Path) -> None:
-    assert tls_context() is True
-    assert tls_context(False) is False
+    assert tls_context().verify_mode is ssl.CERT_REQUIRED  # the system's CAs
+    unverified = tls_context(False)
+    assert unverified.verify_mode is ssl.CERT_NONE and not unverified.check_hostname
     with pytest.raises(ValueError):
         tls_context(False, sae_paths(pki, "sae-0"))
     given = ssl.create_default_context(cafile=str(pki / "ca.crt"))

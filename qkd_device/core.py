@@ -8,18 +8,17 @@ long to back off) lives here so the twins cannot drift apart.
 from __future__ import annotations
 
 import enum
-import json
 import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from notary.sdk.errors import QueueError
-from notary.sdk.queue import QueuedEnvelope
-from notary.telemetry import DIGEST_PATTERN, record_id
 from qkd_channel.envelope import MAX_KEY_IDS, AEADSession, Mode, keys_needed, seal
 from qkd_channel.keys import QKDKey
 from qkd_channel.kme.client import KeyStatus
+from qkd_device.errors import QueueError
+from qkd_device.queue import QueuedEnvelope
+from qkd_device.records import payload_hash, record_id, record_salt
 
 __all__ = [
     "Answer",
@@ -27,13 +26,11 @@ __all__ = [
     "KeyPlan",
     "RetryPolicy",
     "Verdict",
-    "build_document",
     "judge",
     "seal_item",
 ]
 
 _RETRYABLE = frozenset({0, 408, 425, 429, 500, 502, 503, 504})
-_DIGEST_CHARS = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -93,20 +90,6 @@ class KeyPlan:
         return out
 
 
-def build_document(firmware_digest: str, telemetry: dict[str, Any]) -> bytes:
-    """The plaintext a device seals (schema of :mod:`notary.telemetry`), validated early.
-
-    Raises ``ValueError``/``TypeError`` before any key is spent on a document the notary
-    would refuse.
-    """
-    if len(firmware_digest) != 64 or not set(firmware_digest) <= _DIGEST_CHARS:
-        raise ValueError(f"firmware digest must match {DIGEST_PATTERN} (lowercase hex)")
-    if not isinstance(telemetry, dict):
-        raise TypeError("telemetry must be a JSON object (dict)")
-    doc = {"firmware_digest": firmware_digest, "telemetry": telemetry}
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
-
-
 def seal_item(
     plaintext: bytes,
     *,
@@ -118,11 +101,16 @@ def seal_item(
     session: AEADSession | None = None,
     origin: str | None = None,
 ) -> QueuedEnvelope:
-    """Seal with fresh OTP keys or the current AEAD session; name the record it becomes."""
+    """Seal with fresh OTP keys or the current AEAD session; name the record it becomes.
+
+    The record's salt is derived here, while the keys are at hand (they are spent once the
+    envelope is sealed), and kept with the queued envelope.
+    """
     if mode is Mode.AEAD:
         if session is None:
             raise ValueError("aead mode needs a session")
         envelope = session.seal(plaintext, sender=device_id, recipient=notary_id, sequence=sequence)
+        keys = [session.key]
     else:
         if not keys or sum(len(k.material) for k in keys) < keys_needed(mode, len(plaintext)):
             raise ValueError("not enough key material for this plaintext")
@@ -135,7 +123,7 @@ def seal_item(
             keys=keys,
         )
     rid = record_id(device_id, sequence, envelope.key_ids)
-    return QueuedEnvelope(envelope, rid, plaintext, origin)
+    return QueuedEnvelope(envelope, rid, plaintext, origin, record_salt(envelope, keys))
 
 
 @dataclass(frozen=True)
@@ -155,10 +143,16 @@ class Answer:
 class DeliveryReceipt:
     """The notary's acknowledgement that a record exists (it is durable in its outbox).
 
-    Not yet a proof: pass it to ``wait_anchored`` for the versioned, chain-verifiable
-    :class:`notary.receipts.Receipt`. ``resent`` is true when the first answer was lost and
-    the notary recognised the resent envelope (``device_trusted``/``attestation`` are then
-    unknown).
+    Not yet a proof: pass it to ``wait_anchored`` for the notary's receipt once anchored
+    (checked against ``payload_hash``; the chain check is ``qkd-notary receipt verify``).
+    ``resent`` is true when the first answer was lost and the notary recognised the resent
+    envelope (``device_trusted``/``attestation`` are then unknown).
+
+    ``salt`` and ``payload_hash`` are the device's own computation of the record's secret
+    salt and of the on-chain commitment ``keccak256(salt || plaintext)``: with them the
+    device checks any receipt without the notary disclosing the salt. The salt is as
+    secret as the reading; it is not shown by ``repr``. Both are ``None`` for an envelope
+    queued by an SDK version that did not keep salts.
     """
 
     record_id: str
@@ -168,6 +162,8 @@ class DeliveryReceipt:
     device_trusted: bool | None
     attestation: str | None
     resent: bool = False
+    salt: bytes | None = field(default=None, repr=False)
+    payload_hash: str | None = None
 
 
 class Verdict(enum.Enum):
@@ -211,6 +207,7 @@ def judge(
 def _receipt(item: QueuedEnvelope, body: dict[str, Any], *, resent: bool) -> DeliveryReceipt:
     trusted = body.get("device_trusted")
     attestation = body.get("attestation")
+    salt = item.salt or None
     return DeliveryReceipt(
         record_id=item.record_id,
         device_id=item.envelope.sender,
@@ -219,4 +216,6 @@ def _receipt(item: QueuedEnvelope, body: dict[str, Any], *, resent: bool) -> Del
         device_trusted=trusted if isinstance(trusted, bool) else None,
         attestation=attestation if isinstance(attestation, str) else None,
         resent=resent,
+        salt=salt,
+        payload_hash=payload_hash(salt, item.plaintext) if salt is not None else None,
     )

@@ -10,7 +10,8 @@ Layout of the queue directory (one per device)::
 
     state.json            {"device_id": ..., "next_sequence": N}
     pending/<seq>.json    {"record_id": "0x...", "envelope": {...JSON form...},
-                           "plaintext": "<base64>", "origin": "0x..." | null}
+                           "plaintext": "<base64>", "origin": "0x..." | null,
+                           "salt": "<base64>"}
     rejected/<seq>.json   the same, plus the notary's final answer (dead letters)
     .lock                 held by the one client object using the directory
 
@@ -23,8 +24,10 @@ notary only needs it to rise) but never reuses a number.
 The plaintext is kept next to its envelope for one purpose: if the notary crashed after it
 had fetched (and so spent) the envelope's keys but before it stored the record, the resend
 is refused as unauthenticated, and the only way not to lose the reading is to seal it again
-under fresh keys (see :func:`notary.sdk.core.judge`). The queue directory therefore holds
-unsent readings in the clear, like any sensor buffer, and is created with mode 0700.
+under fresh keys (see :func:`qkd_device.core.judge`). The queue directory therefore holds
+unsent readings in the clear, like any sensor buffer, and is created with mode 0700. The
+record's salt (derived from the envelope's keys, which are spent after sealing) is kept
+beside them for the same reason: so the device can check its receipt after a restart.
 """
 
 from __future__ import annotations
@@ -39,9 +42,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from notary.sdk.errors import QueueError
 from qkd_channel.envelope import Envelope
 from qkd_channel.errors import EnvelopeRejected
+from qkd_device.errors import QueueError
 
 __all__ = ["QueuedEnvelope", "SendQueue"]
 
@@ -58,6 +61,8 @@ class QueuedEnvelope:
     plaintext: bytes = field(repr=False, default=b"")
     #: Record ID of the first envelope of this reading when this one re-seals it.
     origin: str | None = None
+    #: The record's secret salt (``qkd_device.records.record_salt``); empty if unknown.
+    salt: bytes = field(repr=False, default=b"")
 
     @property
     def reading_id(self) -> str:
@@ -147,10 +152,25 @@ class SendQueue:
         return [self._pending[sequence] for sequence in sorted(self._pending)]
 
     def rejected(self) -> list[dict[str, Any]]:
-        """Dead letters with the notary's answer, oldest first (for diagnostics)."""
+        """Dead letters, oldest first (for diagnostics): each stored entry (envelope,
+        record ID, plaintext, salt) with the notary's ``answer``; ``QueueError`` if one is
+        corrupt."""
         folder = self.directory / "rejected"
-        names = sorted(n for n in os.listdir(folder) if _ENTRY.match(n))
-        return [json.loads((folder / name).read_text(encoding="utf-8")) for name in names]
+        out = []
+        for name in sorted(n for n in os.listdir(folder) if _ENTRY.match(n)):
+            try:
+                entry = json.loads((folder / name).read_text(encoding="utf-8"))
+                valid = (
+                    isinstance(entry["answer"], dict)
+                    and isinstance(entry["record_id"], str)
+                    and isinstance(entry["envelope"], dict)
+                )
+            except (ValueError, KeyError, TypeError):
+                valid = False
+            if not valid:
+                raise QueueError(f"dead letter {name} is corrupt")
+            out.append(entry)
+        return out
 
     def done(self, item: QueuedEnvelope) -> None:
         """The notary holds the record: drop the entry."""
@@ -179,6 +199,7 @@ def _encode(item: QueuedEnvelope) -> dict[str, Any]:
         "envelope": item.envelope.to_dict(),
         "plaintext": base64.b64encode(item.plaintext).decode("ascii"),
         "origin": item.origin,
+        "salt": base64.b64encode(item.salt).decode("ascii"),
     }
 
 
@@ -191,6 +212,7 @@ def _decode(path: Path) -> QueuedEnvelope:
             str(raw["record_id"]),
             base64.b64decode(raw.get("plaintext", ""), validate=True),
             str(origin) if origin is not None else None,
+            base64.b64decode(raw.get("salt", ""), validate=True),
         )
     except (ValueError, KeyError, TypeError, EnvelopeRejected):  # incl. bad base64
         raise QueueError(f"queue entry {path.name} is corrupt") from None

@@ -21,7 +21,7 @@ Rules the stock keeps:
   waits in memory.
 
 ``depth=1`` disables the stock: every message then gets keys of exactly its size, fetched
-for it alone (the plain behaviour of :class:`~notary.sdk.core.KeyPlan`).
+for it alone (the plain behaviour of :class:`~qkd_device.core.KeyPlan`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from notary.sdk.core import KeyPlan
 from qkd_channel.keys import QKDKey
+from qkd_device.core import KeyPlan
 
 __all__ = ["GRANULE_BYTES", "KeyStock"]
 

@@ -6,20 +6,19 @@ One ``send`` does, in order:
 2. obtain fresh keys from the device's KME with ``enc_keys`` (the notary's SAE is the
    slave), as many keys as the KME's maximum key size requires; with ``key_stock=N > 1``
    take one from a small in-memory stock refilled ``N`` keys per request
-   (:mod:`notary.sdk.keystock`); in ``aead`` mode reuse the current session key until it
+   (:mod:`qkd_device.keystock`); in ``aead`` mode reuse the current session key until it
    is due for rotation;
 3. durably take the next sequence number, seal, and write the envelope to the on-disk
-   queue (:class:`~notary.sdk.queue.SendQueue`);
+   queue (:class:`~qkd_device.queue.SendQueue`);
 4. deliver every queued envelope oldest first (the notary needs rising sequence numbers),
    retrying transient failures with jittered exponential backoff that honours
    ``Retry-After``, always with the *same* bytes.
 
-The two classes are twins (``close``/``aclose``); all decisions are in :mod:`notary.sdk.core`.
+The two classes are twins (``close``/``aclose``); all decisions are in :mod:`qkd_device.core`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import random
@@ -31,40 +30,39 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from notary.receipts import Receipt
-from notary.sdk.core import (
+from qkd_channel.envelope import AEAD_KEY_BYTES, AEADSession, Mode, keys_needed
+from qkd_channel.errors import KMEError, KMEUnavailable
+from qkd_channel.keys import QKDKey
+from qkd_channel.kme.client import AsyncKMEClient, KMEClient
+from qkd_device.core import (
     Answer,
     DeliveryReceipt,
     KeyPlan,
     RetryPolicy,
     Verdict,
-    build_document,
     judge,
     seal_item,
 )
-from notary.sdk.errors import (
+from qkd_device.errors import (
     AnchorTimeout,
     DeliveryPending,
     DeliveryRejected,
     KeysUnobtainable,
 )
-from notary.sdk.keystock import KeyStock
-from notary.sdk.queue import QueuedEnvelope, SendQueue
-from notary.sdk.transport import (
+from qkd_device.keystock import KeyStock
+from qkd_device.queue import QueuedEnvelope, SendQueue
+from qkd_device.receipt import Receipt
+from qkd_device.records import build_document
+from qkd_device.transport import (
     AsyncHTTPTransport,
     AsyncTransport,
     HTTPTransport,
     Transport,
 )
-from notary.storage.base import RecordStatus
-from qkd_channel.envelope import AEAD_KEY_BYTES, AEADSession, Mode, keys_needed
-from qkd_channel.errors import KMEError, KMEUnavailable
-from qkd_channel.keys import QKDKey
-from qkd_channel.kme.client import AsyncKMEClient, KMEClient
 
 __all__ = ["AsyncDeviceClient", "ClientStats", "DeviceClient"]
 
-log = logging.getLogger("notary.sdk")
+log = logging.getLogger("qkd_device")
 
 T = TypeVar("T")
 
@@ -214,11 +212,15 @@ class _ClientBase:
             pending=count,
         )
 
-    @staticmethod
-    def _check_anchor(receipt: Receipt | None) -> Receipt | None:
-        if receipt is not None and receipt.status is RecordStatus.ANCHORED:
-            return receipt
+
+def _anchored(receipt: Receipt | None, delivery: DeliveryReceipt | str) -> Receipt | None:
+    """``receipt`` if it is anchored (and, for a delivery whose payload hash the device
+    computed, commits to it: ``ReceiptMismatch`` otherwise); ``None`` while it is not."""
+    if receipt is None or not receipt.anchored:
         return None
+    if isinstance(delivery, DeliveryReceipt) and delivery.payload_hash is not None:
+        receipt.check(delivery.record_id, delivery.payload_hash)
+    return receipt
 
 
 def _record_id(receipt: DeliveryReceipt | str) -> str:
@@ -291,11 +293,15 @@ class DeviceClient(_ClientBase):
     def wait_anchored(
         self, receipt: DeliveryReceipt | str, *, timeout: float = 60.0, poll_s: float = 0.5
     ) -> Receipt:
-        """Poll the notary until the record is anchored; return the versioned receipt."""
+        """Poll the notary until the record is anchored; return its receipt.
+
+        Given the ``DeliveryReceipt`` of ``send``, the receipt must commit to the payload
+        hash the device computed itself (``ReceiptMismatch`` otherwise).
+        """
         record_id = _record_id(receipt)
         deadline = self._clock() + timeout
         while True:
-            anchored = self._check_anchor(self._transport.fetch_receipt(record_id))
+            anchored = _anchored(self._transport.fetch_receipt(record_id), receipt)
             if anchored is not None:
                 return anchored
             if self._clock() + poll_s > deadline:
@@ -417,8 +423,10 @@ class AsyncDeviceClient(_ClientBase):
         key_stock_max_age_s: float = 300.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
+        import asyncio  # here, not at the top: a blocking device never loads asyncio
+
         super().__init__(
             device_id,
             firmware_digest=firmware_digest,
@@ -439,7 +447,7 @@ class AsyncDeviceClient(_ClientBase):
         self._transport: AsyncTransport = (
             AsyncHTTPTransport(notary) if isinstance(notary, str) else notary
         )
-        self._sleep = sleep
+        self._sleep = sleep or asyncio.sleep
         self._lock = asyncio.Lock()
 
     async def send(self, telemetry: dict[str, Any]) -> DeliveryReceipt:
@@ -459,11 +467,15 @@ class AsyncDeviceClient(_ClientBase):
     async def wait_anchored(
         self, receipt: DeliveryReceipt | str, *, timeout: float = 60.0, poll_s: float = 0.5
     ) -> Receipt:
-        """Poll the notary until the record is anchored; return the versioned receipt."""
+        """Poll the notary until the record is anchored; return its receipt.
+
+        Given the ``DeliveryReceipt`` of ``send``, the receipt must commit to the payload
+        hash the device computed itself (``ReceiptMismatch`` otherwise).
+        """
         record_id = _record_id(receipt)
         deadline = self._clock() + timeout
         while True:
-            anchored = self._check_anchor(await self._transport.fetch_receipt(record_id))
+            anchored = _anchored(await self._transport.fetch_receipt(record_id), receipt)
             if anchored is not None:
                 return anchored
             if self._clock() + poll_s > deadline:

@@ -1,43 +1,39 @@
 """How sealed envelopes reach the notary: HTTP or MQTT (paho), blocking or asyncio.
 
 A transport sends the exact bytes of a queued envelope and turns whatever comes back into
-an :class:`~notary.sdk.core.Answer`; it never retries (the client's policy does) and never
+an :class:`~qkd_device.core.Answer`; it never retries (the client's policy does) and never
 raises for an unreachable notary (that is ``Answer(status=0)``, a transient condition).
 
-The blocking HTTP transport uses httpx; the asyncio one uses aiohttp, because it sits on
-the path of every envelope of a fleet driven from one process (an edge hub, the load
-generator of ``scripts/bench_notary.py``): on the benchmark machine an httpx/httpcore
-``POST`` cost the client ~2.5 ms of CPU, an aiohttp one ~0.4 ms. Both read answers
-through the same functions, so they cannot drift apart.
+HTTP goes through :mod:`qkd_channel.httpio`: urllib3 for the blocking transport; for the
+asyncio one, aiohttp when it is installed, else the urllib3 pool in worker threads (see
+that module for what each costs). Both read answers through the same functions, so they
+cannot drift apart. paho-mqtt is imported only when an MQTT transport is built.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import hashlib
 import ssl
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import aiohttp
-import httpx
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
-from notary.errors import RecordNotFound
-from notary.receipts import Receipt
-from notary.sdk.core import Answer
-from notary.sdk.errors import DeliveryError
-from notary.sdk.queue import QueuedEnvelope
 from qkd_channel import boundedjson
-from qkd_channel.http_reply import HTTPReply
+from qkd_channel.errors import HTTPUnreachable
+from qkd_channel.httpio import BlockingHTTP, HTTPReply, async_http, tls_context
+from qkd_device.core import Answer
+from qkd_device.errors import DeliveryError, RecordNotFound
+from qkd_device.queue import QueuedEnvelope
+from qkd_device.receipt import Receipt
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
 
 __all__ = [
-    "IDLE_CLOSE_S",
     "AsyncHTTPTransport",
     "AsyncMQTTTransport",
     "AsyncTransport",
@@ -47,15 +43,16 @@ __all__ = [
     "tls_context",
 ]
 
-#: The asyncio transport closes a kept-alive connection idle this long, before the notary
-#: (uvicorn: 5 s keep-alive) closes it itself. Reusing a connection the server is closing
-#: at that very moment fails the ``POST``: harmless (the same bytes are resent), but a
-#: wasted round trip and a needless backoff.
-IDLE_CLOSE_S = 4.0
+T = TypeVar("T")
+
+#: httpx/requests-style TLS options: ``verify`` (True, a CA path, a context or False) and
+#: ``cert`` (a PEM with both, or a ``(certificate, key)`` pair), see ``tls_context``.
+Verify = ssl.SSLContext | str | Path | bool
+ClientCert = str | Path | tuple[str | Path, str | Path] | None
 
 
 class Transport(Protocol):
-    """Blocking transport used by :class:`~notary.sdk.client.DeviceClient`."""
+    """Blocking transport used by :class:`~qkd_device.client.DeviceClient`."""
 
     def submit(self, item: QueuedEnvelope) -> Answer: ...
 
@@ -67,7 +64,7 @@ class Transport(Protocol):
 
 
 class AsyncTransport(Protocol):
-    """The asyncio twin used by :class:`~notary.sdk.client.AsyncDeviceClient`."""
+    """The asyncio twin used by :class:`~qkd_device.client.AsyncDeviceClient`."""
 
     async def submit(self, item: QueuedEnvelope) -> Answer: ...
 
@@ -77,6 +74,7 @@ class AsyncTransport(Protocol):
 
 
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+_ACCEPT = {"Accept": "application/json"}
 
 
 def _http_answer(response: HTTPReply) -> Answer:
@@ -110,68 +108,48 @@ def _receipt(response: HTTPReply, record_id: str) -> Receipt | None:
         raise RecordNotFound(f"the notary has no record {record_id}")
     if response.status_code != 200:
         return None
-    return Receipt.model_validate_json(response.content)
+    return Receipt.from_json(response.content)
 
 
 class HTTPTransport:
     """``POST /v1/telemetry`` and ``GET /v1/records/{id}`` on the notary's base URL."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 10.0, **httpx_options: Any) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, **httpx_options)
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 10.0,
+        verify: Verify = True,
+        cert: ClientCert = None,
+    ) -> None:
+        context = tls_context(verify, cert)
+        self._http = BlockingHTTP(base_url, ssl_context=context, timeout_s=timeout_s)
 
     def submit(self, item: QueuedEnvelope) -> Answer:
         try:
-            response = self._http.post("/v1/telemetry", content=item.body(), headers=_JSON)
-        except httpx.TransportError:
+            reply = self._http.request("POST", "/v1/telemetry", item.body(), _JSON)
+        except HTTPUnreachable:
             return Answer(0)
-        return _http_answer(HTTPReply.of(response))
+        return _http_answer(reply)
 
     def fetch_receipt(self, record_id: str) -> Receipt | None:
         try:
-            response = self._http.get(f"/v1/records/{record_id}")
-        except httpx.TransportError:
+            reply = self._http.request("GET", f"/v1/records/{record_id}", None, _ACCEPT)
+        except HTTPUnreachable:
             return None
-        return _receipt(HTTPReply.of(response), record_id)
+        return _receipt(reply, record_id)
 
     def close(self) -> None:
         self._http.close()
 
 
-def tls_context(
-    verify: ssl.SSLContext | str | Path | bool = True,
-    cert: str | Path | tuple[str | Path, str | Path] | None = None,
-) -> ssl.SSLContext | bool:
-    """The ``ssl`` argument of aiohttp for httpx-style ``verify``/``cert`` options.
-
-    ``verify``: ``True`` (system CAs), a CA bundle path, a ready context, or ``False`` (no
-    server verification, for tests only). ``cert``: a client certificate for mutual TLS,
-    a PEM file holding certificate and key or a ``(certificate, key)`` pair; it is loaded
-    into the context (also into one passed as ``verify``, as httpx does).
-    """
-    if verify is False:
-        if cert is not None:
-            raise ValueError("a client certificate needs verify=True, a CA path or a context")
-        return False
-    if isinstance(verify, ssl.SSLContext):
-        context = verify
-    elif verify is True:
-        if cert is None:
-            return True  # aiohttp's default verifying context
-        context = ssl.create_default_context()
-    else:
-        context = ssl.create_default_context(cafile=str(verify))
-    if cert is not None:
-        certfile, keyfile = cert if isinstance(cert, tuple) else (cert, None)
-        context.load_cert_chain(certfile, keyfile)
-    return context
-
-
 class AsyncHTTPTransport:
-    """The asyncio twin of :class:`HTTPTransport` (aiohttp).
+    """The asyncio twin of :class:`HTTPTransport`.
 
-    ``verify``/``cert`` take the httpx forms (see :func:`tls_context`). Connections are
-    kept alive and reused. The aiohttp session is opened on the first request, inside the event
-    loop that uses it, so the transport can be built outside one.
+    ``verify``/``cert`` as for :class:`HTTPTransport`. HTTP is
+    :func:`~qkd_channel.httpio.async_http` (aiohttp if installed, else urllib3 in worker
+    threads); either opens its connections lazily, so the transport can be built outside
+    an event loop.
     """
 
     def __init__(
@@ -179,35 +157,20 @@ class AsyncHTTPTransport:
         base_url: str,
         *,
         timeout_s: float = 10.0,
-        verify: ssl.SSLContext | str | Path | bool = True,
-        cert: str | Path | tuple[str | Path, str | Path] | None = None,
+        verify: Verify = True,
+        cert: ClientCert = None,
     ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._ssl = tls_context(verify, cert)
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
+        context = tls_context(verify, cert)
+        self._http = async_http(base_url, ssl_context=context, timeout_s=timeout_s)
         self._closed = False
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise DeliveryError("the transport is closed")
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, keepalive_timeout=IDLE_CLOSE_S),
-                timeout=self._timeout,
-            )
-        return self._session
 
     async def _request(self, method: str, path: str, body: bytes | None = None) -> HTTPReply | None:
         """The answer, or ``None`` if none arrived (refused, reset, timed out)."""
-        http = self._http()
-        headers = _JSON if body is not None else None
+        if self._closed:
+            raise DeliveryError("the transport is closed")
         try:
-            async with http.request(
-                method, self._base_url + path, data=body, headers=headers
-            ) as reply:
-                return HTTPReply(reply.status, reply.headers, await reply.read())
-        except (TimeoutError, aiohttp.ClientError):
+            return await self._http.request(method, path, body, _JSON if body else _ACCEPT)
+        except HTTPUnreachable:
             return None
 
     async def submit(self, item: QueuedEnvelope) -> Answer:
@@ -220,9 +183,7 @@ class AsyncHTTPTransport:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.aclose()
 
 
 class MQTTTransport:
@@ -231,7 +192,9 @@ class MQTTTransport:
     Answers are matched by ``message_digest`` (SHA-256 of the published bytes), which the
     notary's MQTT intake echoes. The receipts topic is not authenticated (anyone allowed to
     publish there could forge an answer), so receipts are fetched over HTTP from
-    ``receipts_url`` and, for proof, checked against the chain.
+    ``receipts_url`` and, for proof, checked against the chain. ``tls`` (a client context,
+    e.g. from :func:`~qkd_channel.httpio.tls_context`) connects to the broker over TLS;
+    ``receipts_tls`` is the context for ``receipts_url``.
     """
 
     def __init__(
@@ -242,16 +205,25 @@ class MQTTTransport:
         port: int = 1883,
         answer_timeout_s: float = 10.0,
         receipts_url: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        receipts_tls: ssl.SSLContext | None = None,
     ) -> None:
+        import paho.mqtt.client as mqtt  # only MQTT devices pay for importing paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
         self._device_id = device_id
         self._timeout = answer_timeout_s
         self._answers: dict[str, dict[str, Any]] = {}
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        self._receipts = HTTPTransport(receipts_url) if receipts_url else None
+        self._receipts = (
+            HTTPTransport(receipts_url, verify=receipts_tls or True) if receipts_url else None
+        )
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"{device_id}-{uuid.uuid4().hex[:8]}"
         )
+        if tls is not None:
+            self._client.tls_set_context(tls)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -316,10 +288,17 @@ class AsyncMQTTTransport:
         self._sync = MQTTTransport(device_id, **options)
 
     async def submit(self, item: QueuedEnvelope) -> Answer:
-        return await asyncio.to_thread(self._sync.submit, item)
+        return await _in_thread(self._sync.submit, item)
 
     async def fetch_receipt(self, record_id: str) -> Receipt | None:
-        return await asyncio.to_thread(self._sync.fetch_receipt, record_id)
+        return await _in_thread(self._sync.fetch_receipt, record_id)
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self._sync.close)
+        await _in_thread(self._sync.close)
+
+
+async def _in_thread(call: Callable[..., T], *args: Any) -> T:
+    """``asyncio.to_thread``, imported where it runs: a blocking device never loads asyncio."""
+    import asyncio
+
+    return await asyncio.to_thread(call, *args)
