@@ -21,11 +21,12 @@ def _register() -> None:
     from notary.cli.device import device
     from notary.cli.init import init
     from notary.cli.keystore import keystore
+    from notary.cli.plan import plan
     from notary.cli.receipt import receipt
     from notary.cli.serve import serve
     from notary.cli.token import token
 
-    for command in (init, serve, device, token, receipt, demo, keystore, chain):
+    for command in (init, serve, device, token, receipt, plan, demo, keystore, chain):
         main.add_command(command)
 
 
