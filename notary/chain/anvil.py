@@ -120,36 +120,30 @@ class AnvilNode:
                 return
             time.sleep(0.05)
         self.stop()
-        raise ChainUnavailable(f"anvil did not answer on {self.url} within {timeout_s}s")
+        raise ChainUnavailable(f"anvil did not answer on port {self.port} within {timeout_s}s")
 
     def stop(self) -> None:
         """Stop gracefully (SIGINT makes anvil dump ``state_file``), then wait."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        if process.stderr is not None:
-            process.stderr.close()
-        self._forget_logs()
+        self._end(graceful=True)
 
     def kill(self) -> None:
         """SIGKILL: the node dies without dumping its state (a crash)."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.kill()
-        process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
-        self._forget_logs()
+        self._end(graceful=False)
 
-    def _forget_logs(self) -> None:
+    def _end(self, *, graceful: bool) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            if graceful and process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    pass
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+            if process.stderr is not None:
+                process.stderr.close()
         if self._logs is not None:
             shutil.rmtree(self._logs, ignore_errors=True)
             self._logs = None
