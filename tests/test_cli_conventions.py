@@ -130,7 +130,13 @@ def test_ctrl_c_exits_130_without_a_traceback(tool: str, blackhole: str, tmp_pat
         assert _tool("qswap", "account", "new", str(account)).returncode == 0
         command = ["account", "show", str(account), "--algod-url", blackhole]
     process = subprocess.Popen(
-        [str(BIN / tool), *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [str(BIN / tool), *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell running the suite in the background ignores SIGINT, and children inherit
+        # that: give the tool the default handler, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(3.0)  # past the imports, into the call that waits
     assert process.poll() is None, process.communicate()
