@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import fastapi_offline
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+
+from notary.api.bounded import BoundedJSONRoute
 
 __all__ = ["install_docs"]
 
@@ -24,8 +26,9 @@ SWAGGER_DIR = Path(fastapi_offline.__file__).parent / "static"
 def install_docs(app: FastAPI) -> None:
     """Serve Swagger UI at ``/docs`` with its own, local files."""
     app.mount("/docs/static", StaticFiles(directory=SWAGGER_DIR), name="swagger-ui")
+    router = APIRouter(include_in_schema=False, route_class=BoundedJSONRoute)
 
-    @app.get("/docs", include_in_schema=False)
+    @router.get("/docs")
     async def read_docs() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
@@ -34,3 +37,5 @@ def install_docs(app: FastAPI) -> None:
             swagger_css_url="/docs/static/swagger-ui.css",
             swagger_favicon_url="/docs/static/favicon.png",
         )
+
+    app.include_router(router)
