@@ -394,5 +394,5 @@ def test_a_node_that_changed_chains_is_a_reset(anvil_factory: AnvilFactory, tmp_
         node.chain_id = client.chain_id
         node.state_file = None
         node.start()  # the right chain ID, an empty chain
-        with pytest.raises(ChainReset, match="genesis|no contract code"):
+        with pytest.raises(ChainReset, match=r"genesis|no contract code"):
             client.check_identity()
