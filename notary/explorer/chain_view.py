@@ -22,6 +22,7 @@ from web3.exceptions import BlockNotFound, TransactionNotFound, Web3Exception
 from notary.chain.client import ChainClient
 from notary.errors import ChainUnavailable, InvalidChainInput, NotaryError
 from notary.explorer.decode import DecodedCall, DecodedEvent, NotaryABI
+from notary.explorer.event_log import EventLog, query_events
 
 __all__ = ["Attestation", "BlockSummary", "BlockView", "ChainView", "TxView"]
 
@@ -191,6 +192,31 @@ class ChainView:
             gas_used=int(receipt["gasUsed"]),
             call=self._abi.call(to, bytes(tx["input"])),
             events=tuple(self._abi.events(receipt["logs"])),
+        )
+
+    # -- events ------------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        device_id: str | None = None,
+        event: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int = 200,
+    ) -> EventLog:
+        """The contracts' events matching the filters, newest first (bounded scan)."""
+        return self._node(
+            lambda: query_events(
+                self.w3,
+                self._abi,
+                [self.registry_address, self.notary_address],
+                device_id=device_id,
+                event=event,
+                since=since,
+                until=until,
+                limit=limit,
+            )
         )
 
     # -- devices -----------------------------------------------------------------------

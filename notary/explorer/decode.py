@@ -140,6 +140,13 @@ class NotaryABI:
                         entry
                     )
 
+    def event_topic(self, name: str) -> bytes | None:
+        """``topics[0]`` of the event ``name`` of either contract, ``None`` if neither has it."""
+        for (_, topic), entry in self._events.items():
+            if entry["name"] == name:
+                return topic
+        return None
+
     def contract_name(self, address: str | None) -> str | None:
         """``DeviceRegistry``/``TelemetryNotary`` for our addresses, else ``None``."""
         if address is None:

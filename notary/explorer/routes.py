@@ -12,9 +12,13 @@ token covers (:mod:`notary.access`).
 from __future__ import annotations
 
 import asyncio
+import csv
+import datetime as dt
+import io
 import json
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -27,6 +31,7 @@ from notary.api.bounded import BoundedJSONRoute
 from notary.api.deps import ServiceDep
 from notary.errors import AccessDenied, DeviceNotFound, RecordNotFound, ServiceUnavailable
 from notary.explorer.chain_view import ChainView
+from notary.explorer.event_log import EVENT_NAMES, LoggedEvent
 from notary.explorer.stats import metric_values, per_minute
 from notary.explorer.templating import STATIC_DIR, templates
 from notary.explorer.verification import verify
@@ -443,3 +448,88 @@ async def _resolve(query: str, service: NotaryService) -> str | None:
         if int(query) <= await asyncio.to_thread(chain.head):
             return f"/explorer/blocks/{int(query)}"
     return None
+
+
+@router.get("/events", name="explorer_events", response_model=None)
+async def read_events(
+    request: Request,
+    service: ServiceDep,
+    device: str = "",
+    event: str = "",
+    since: str = "",
+    until: str = "",
+    format: str = "html",
+) -> Response:
+    """The contracts' event log, filtered by device, event and time (UTC), as a page or
+    as CSV/JSON (``format=csv|json``) for an auditor's own tools."""
+    chain = ChainView.of(service.chain)
+    filters = {"device": device, "event": event, "since": since, "until": until}
+    try:
+        window = [_parse_time(since), _parse_time(until)]
+        if event and event not in EVENT_NAMES:
+            raise ValueError(f"unknown event {event!r}")
+        if format not in ("html", "csv", "json"):
+            raise ValueError("format is html, csv or json")
+    except ValueError as exc:
+        return _page(
+            request, "events.html", {**_events_context(filters), "error": str(exc)}, status_code=400
+        )
+    if chain is None:
+        return _unavailable(request, ServiceUnavailable("no chain attached"))
+    try:
+        log = await asyncio.to_thread(
+            chain.events,
+            device_id=device or None,
+            event=event or None,
+            since=window[0],
+            until=window[1],
+        )
+    except ServiceUnavailable as exc:
+        return _unavailable(request, exc)
+    if format == "json":
+        body = {
+            "filters": filters,
+            "from_block": log.from_block,
+            "to_block": log.to_block,
+            "complete": log.complete,
+            "events": [e.to_dict() for e in log.events],
+        }
+        return Response(json.dumps(body, indent=2), media_type="application/json")
+    if format == "csv":
+        return Response(
+            _events_csv(log.events),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="qkd-notary-events.csv"'},
+        )
+    return _page(request, "events.html", {**_events_context(filters), "log": log, "error": None})
+
+
+def _events_context(filters: dict[str, str]) -> dict[str, Any]:
+    query = "&".join(f"{k}={quote(v)}" for k, v in filters.items() if v)
+    return {"filters": filters, "event_names": EVENT_NAMES, "query": query, "log": None}
+
+
+def _parse_time(value: str) -> int | None:
+    """An empty filter, Unix seconds, or an ISO date(-time) in UTC, as Unix seconds."""
+    if not value:
+        return None
+    if value.isdigit() and len(value) <= 12:
+        return int(value)
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a time (Unix seconds or YYYY-MM-DDTHH:MM)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp())
+
+
+def _events_csv(events: Sequence[LoggedEvent]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["block", "time_utc", "tx_hash", "log_index", "contract", "event", "args"])
+    for e in events:
+        args = "; ".join(f"{a.name}={a.value}" for a in e.args)
+        when = dt.datetime.fromtimestamp(e.block_timestamp, dt.UTC).isoformat()
+        writer.writerow([e.block_number, when, e.tx_hash, e.log_index, e.contract, e.name, args])
+    return out.getvalue()

@@ -452,3 +452,44 @@ async def test_dashboard_warns_of_a_key_stock_about_to_run_out(
     assert "(low)" in row and "0.2 min" in row  # 60 left at 4 keys/s: 15 s
     metrics = (await explored.client.get("/metrics")).text
     assert f'notary_kme_key_stock_depletion_seconds{{sae_id="{sae}"}}' in metrics
+
+
+async def test_event_log_filters_by_device_event_and_time_and_exports(explored: Explored) -> None:
+    device = explored.devices[0].device_id
+    page = await explored.client.get("/explorer/events", params={"device": device})
+    assert page.status_code == 200
+    rows = page.text.split('id="events"')[1].split("</table>")[0]
+    assert 'data-event="DeviceRegistered"' in rows and 'data-event="RecordStored"' in rows
+    assert explored.devices[1].device_id not in rows  # only the device asked for
+    as_json = (
+        await explored.client.get(
+            "/explorer/events", params={"device": device, "event": "RecordStored", "format": "json"}
+        )
+    ).json()
+    assert {e["event"] for e in as_json["events"]} == {"RecordStored"}
+    assert len(as_json["events"]) == 2 and as_json["complete"] is True
+    assert all(e["args"]["record.deviceId"] == device for e in as_json["events"])
+    blocks = [e["block_number"] for e in as_json["events"]]
+    assert blocks == sorted(blocks, reverse=True)
+    csv_answer = await explored.client.get(
+        "/explorer/events", params={"device": device, "format": "csv"}
+    )
+    assert csv_answer.headers["content-type"].startswith("text/csv")
+    lines = csv_answer.text.strip().splitlines()
+    assert lines[0].startswith("block,time_utc,tx_hash") and len(lines) >= 4
+    # A window that ends before anything happened holds nothing.
+    empty = await explored.client.get(
+        "/explorer/events", params={"until": "2000-01-01T00:00", "format": "json"}
+    )
+    assert empty.json()["events"] == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"event": "NoSuchEvent"}, {"since": "yesterday"}, {"format": "xml"}, {"until": "9" * 5000}],
+)
+async def test_event_log_refuses_bad_filters_with_400(
+    explored: Explored, params: dict[str, str]
+) -> None:
+    answer = await explored.client.get("/explorer/events", params=params)
+    assert answer.status_code == 400 and 'id="events-error"' in answer.text
