@@ -56,7 +56,15 @@ async def published(
 
 async def everything_public(client: httpx.AsyncClient, record_ids: list[str]) -> list[str]:
     """Every answer an unauthenticated client can get about these records."""
-    pages = ["/v1/devices", "/metrics", "/explorer/", "/explorer/devices", "/explorer/blocks"]
+    pages = [
+        "/v1/devices",
+        "/metrics",
+        "/explorer/",
+        "/explorer/devices",
+        "/explorer/blocks",
+        "/explorer/events",
+        "/explorer/events?format=json",
+    ]
     for record_id in record_ids:
         receipt = (await client.get(f"/v1/records/{record_id}")).json()
         pages += [
