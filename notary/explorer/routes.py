@@ -421,7 +421,7 @@ async def search(request: Request, service: ServiceDep, q: str = "") -> Response
     except ServiceUnavailable as exc:
         return _unavailable(request, exc)
     if target is None:
-        return _not_found(request, "anything", q)
+        return _not_found(request, "search", q)
     return RedirectResponse(target, status_code=303)
 
 

@@ -493,3 +493,16 @@ async def test_event_log_refuses_bad_filters_with_400(
 ) -> None:
     answer = await explored.client.get("/explorer/events", params=params)
     assert answer.status_code == 400 and 'id="events-error"' in answer.text
+
+
+async def test_block_page_links_every_transaction_and_a_miss_reads_well(
+    explored: Explored,
+) -> None:
+    receipt = await _receipt(explored.client, explored.record_ids[0])
+    block = receipt["anchor"]["block_number"]
+    html = (await explored.client.get(f"/explorer/blocks/{block}")).text
+    listed = html.split('id="block-txs"')[1].split("</ul>")[0]
+    assert f'href="/explorer/tx/{receipt["anchor"]["tx_hash"]}"' in listed
+    missing = await explored.client.get("/explorer/search", params={"q": "no-such-thing"})
+    assert missing.status_code == 404 and "Nothing matches" in missing.text
+    assert "No anything" not in missing.text
