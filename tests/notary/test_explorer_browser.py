@@ -334,3 +334,31 @@ def test_the_sign_in_shows_the_reading_to_an_auditor_only(notarised: Notarised, 
     page.click("#signout-button")
     page.goto(record_page)
     expect(page.locator("#disclosed-payload")).to_have_count(0)
+
+
+def test_pages_fit_a_375_px_phone(notarised: Notarised, browser: Browser) -> None:
+    """No page is wider than the phone: nothing to scroll sideways but a table's own box."""
+    receipt = notarised.receipts["meter-south"][0]
+    assert receipt.anchor is not None
+    pages = {
+        "dashboard": "/explorer/",
+        "devices": "/explorer/devices",
+        "device": "/explorer/devices/meter-south",
+        "record": f"/explorer/records/{receipt.record_id}",
+        "block": f"/explorer/blocks/{receipt.anchor.block_number}",
+        "transaction": f"/explorer/tx/{receipt.anchor.tx_hash}",
+        "events": "/explorer/events",
+        "verify": "/explorer/verify",
+    }
+    context = browser.new_context(viewport={"width": 375, "height": 812}, is_mobile=True)
+    try:
+        page = context.new_page()
+        for name, path in pages.items():
+            page.goto(notarised.url + path)
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, (name, overflow)
+            shoot(page, f"phone-{name}")
+    finally:
+        context.close()
