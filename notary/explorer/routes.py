@@ -137,6 +137,7 @@ async def read_dashboard(request: Request, service: ServiceDep) -> HTMLResponse:
     try:
         await service.refresh_gauges()
         depth = await service.store.outbox_depth()
+        devices = await service.store.list_devices()
         rates, recent, capped = None, [], False
         if browser is not None:
             times = await browser.accepted_times(now - RATE_MINUTES * 60, RATE_SCAN_LIMIT)
@@ -165,6 +166,8 @@ async def read_dashboard(request: Request, service: ServiceDep) -> HTMLResponse:
             "depletion": metric_values(service.metrics.key_stock_depletion, "sae_id"),
             "warn_below_s": service.settings.key_stock_warn_s,
             "accepted": sorted(metric_values(service.metrics.accepted, "mode").items()),
+            "untrusted": [d for d in devices if d.active and d.current_digest and not d.trusted],
+            "unrecorded": metric_values(service.metrics.records_unrecorded, "outcome"),
             "recent": recent,
             "blocks": blocks,
             "head": head,

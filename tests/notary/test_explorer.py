@@ -506,3 +506,14 @@ async def test_block_page_links_every_transaction_and_a_miss_reads_well(
     missing = await explored.client.get("/explorer/search", params={"q": "no-such-thing"})
     assert missing.status_code == 404 and "Nothing matches" in missing.text
     assert "No anything" not in missing.text
+
+
+async def test_dashboard_lists_untrusted_devices(explored: Explored) -> None:
+    html = (await explored.client.get("/explorer/")).text
+    assert 'id="no-untrusted"' in html
+    device = explored.devices[0]
+    device.firmware_digest = "f" * 64  # a firmware change nobody approved
+    await explored.service.pipeline.submit(device.seal().to_json().encode())
+    html = (await explored.client.get("/explorer/")).text
+    table = html.split('id="untrusted-devices"')[1].split("</table>")[0]
+    assert device.device_id in table and explored.devices[1].device_id not in table
