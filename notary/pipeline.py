@@ -187,8 +187,9 @@ class IntakePipeline:
             keys = [retained.key, *retained.more]
         else:
             keys = await self._obtain_keys(envelope, device, key_reused=bool(lookup.consumed))
+        link = await self._keys.link_hop(device.sae_id)  # cached; what the KME reports
         try:
-            record = self._verify(envelope, device, keys, envelope_digest)
+            record = self._verify(envelope, device, keys, envelope_digest, link)
             outcome = await self._store.accept(record)
         except IntakeRejected:
             if envelope.mode is Mode.OTP:
@@ -211,7 +212,12 @@ class IntakePipeline:
         )
 
     def _verify(
-        self, envelope: Envelope, device: DeviceRow, keys: list[QKDKey], envelope_digest: str
+        self,
+        envelope: Envelope,
+        device: DeviceRow,
+        keys: list[QKDKey],
+        envelope_digest: str,
+        link: Hop,
     ) -> NewRecord:
         try:
             opened = open_envelope(
@@ -225,7 +231,7 @@ class IntakePipeline:
         document = parse_document(opened.plaintext)
         salt = record_salt(envelope, keys)
         key_path = KeyPath(
-            link=self._keys.link_hop,
+            link=link,
             device=Hop(document.key_delivery or Hop.UNREPORTED),
             notary=self._keys.delivery_hop,
         )

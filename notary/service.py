@@ -43,7 +43,7 @@ from notary.errors import (
     RecordNotFound,
     ServiceUnavailable,
 )
-from notary.keysource import CoalescingKeySource, KeySource, KMEKeySource, delivery_hop_of
+from notary.keysource import CoalescingKeySource, KeySource, KMEKeySource
 from notary.logging import log_event
 from notary.metrics import NotaryMetrics
 from notary.mqtt import MQTTIntake
@@ -63,6 +63,7 @@ from notary.storage.base import (
     Store,
 )
 from qkd_channel.kme.client import AsyncKMEClient
+from qkd_channel.security_levels import delivery_hop_of
 
 __all__ = ["CheckResult", "NotaryService", "anchor_proofs", "kme_key_source"]
 
