@@ -20,12 +20,13 @@ def _register() -> None:
     from notary.cli.demo import demo
     from notary.cli.device import device
     from notary.cli.init import init
+    from notary.cli.kem_key import kem_key
     from notary.cli.keystore import keystore
     from notary.cli.receipt import receipt
     from notary.cli.serve import serve
     from notary.cli.token import token
 
-    for command in (init, serve, device, token, receipt, demo, keystore, chain):
+    for command in (init, serve, device, token, receipt, demo, keystore, kem_key, chain):
         main.add_command(command)
 
 
