@@ -200,7 +200,7 @@ async def _acts(
                 for n in range(config.messages):
                     telemetry = {"kwh": round(1000 + 7.5 * index + 0.25 * n, 2), "n": n}
                     ack = await clients[device].send(telemetry)
-                    sent[ack.record_id] = build_document(clients[device].firmware_digest, telemetry)
+                    sent[ack.record_id] = clients[device].document(telemetry)
                     progress.advance(fleet)
 
             await asyncio.gather(*(run_meter(i, d) for i, d in enumerate(meters)))
@@ -288,7 +288,7 @@ async def _send(
     client: AsyncDeviceClient, telemetry: dict[str, Any], sent: dict[str, bytes]
 ) -> DeliveryReceipt:
     ack = await client.send(telemetry)
-    sent[ack.record_id] = build_document(client.firmware_digest, telemetry)
+    sent[ack.record_id] = client.document(telemetry)
     return ack
 
 
