@@ -27,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from notary.partition import Partition
-from qkd_channel.hybrid import KEMPrivateKey, KEMPublicKey
+from qkd_channel.hybrid import KEMPrivateKey, KEMPublicKey, ensure_key_pair, public_key_path
 
 __all__ = [
     "ADMIN_TOKEN_FILE",
@@ -180,7 +180,7 @@ class NotarySettings(BaseSettings):
     @property
     def kem_public_key_path(self) -> Path:
         """The public half, PEM, beside the private key: what devices pin."""
-        return self.kem_key_path.with_name(self.kem_key_path.name + ".pub")
+        return public_key_path(self.kem_key_path)
 
 
 def load_kem_key(settings: NotarySettings) -> KEMPrivateKey | None:
@@ -194,17 +194,7 @@ def load_kem_key(settings: NotarySettings) -> KEMPrivateKey | None:
 def create_kem_key(settings: NotarySettings) -> tuple[KEMPublicKey, bool]:
     """The notary's ML-KEM public key, the pair generated first if there is none (private
     key 0600, public key PEM beside it); ``True`` when it was generated now."""
-    existing = load_kem_key(settings)
-    if existing is not None:
-        public, created = existing.public_key, False
-    else:
-        key = KEMPrivateKey.generate()
-        settings.kem_key_path.parent.mkdir(parents=True, exist_ok=True)
-        key.save(settings.kem_key_path)
-        public, created = key.public_key, True
-    if created or not settings.kem_public_key_path.exists():
-        settings.kem_public_key_path.write_bytes(public.to_pem())
-    return public, created
+    return ensure_key_pair(settings.kem_key_path)
 
 
 def load_or_create_admin_token(data_dir: Path) -> str:

@@ -62,6 +62,8 @@ __all__ = [
     "KEMPrivateKey",
     "KEMPublicKey",
     "combine",
+    "ensure_key_pair",
+    "public_key_path",
 ]
 
 HYBRID_KEY_LABEL = b"qkd-notary/hybrid-key/v1"
@@ -211,6 +213,29 @@ class KEMPrivateKey:
 
     def __repr__(self) -> str:
         return f"KEMPrivateKey(public={self.public_key.fingerprint})"
+
+
+def public_key_path(private_key_path: Path) -> Path:
+    """Where :func:`ensure_key_pair` writes the public half: ``<private key path>.pub``."""
+    return private_key_path.with_name(private_key_path.name + ".pub")
+
+
+def ensure_key_pair(path: Path) -> tuple[KEMPublicKey, bool]:
+    """The public half of the ML-KEM key at ``path``, the pair generated first if there is
+    no key there (``True`` then). The public key is (re)written beside it as PEM
+    (:func:`public_key_path`), for senders to pin. An existing key is never replaced:
+    senders pinned it."""
+    if path.exists():
+        public, created = KEMPrivateKey.load(path).public_key, False
+    else:
+        key = KEMPrivateKey.generate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key.save(path)
+        public, created = key.public_key, True
+    published = public_key_path(path)
+    if created or not published.exists():
+        published.write_bytes(public.to_pem())
+    return public, created
 
 
 @dataclass(frozen=True)
