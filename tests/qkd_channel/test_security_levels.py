@@ -4,6 +4,7 @@ from (a KME's Status extension, an SAE's KME URL). Nothing may default to the st
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,3 +105,29 @@ def test_the_key_path_code_round_trips_for_every_path() -> None:
         path = KeyPath(*hops)
         assert KeyPath.from_code(path.code) == path
         assert KeyPath.from_dict(path.to_dict()) == path
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "security-levels.md"
+#: The table's columns, each with the key paths it stands for.
+COLUMNS = (
+    [KeyPath(Hop.QKD, Hop.LOCAL, Hop.LOCAL), KeyPath(Hop.QKD_TRUSTED_RELAY, Hop.LOCAL, Hop.LOCAL)],
+    [
+        KeyPath(Hop.QKD, Hop.TLS_HYBRID_PQ, Hop.LOCAL),
+        KeyPath(Hop.QKD, Hop.LOCAL, Hop.TLS_HYBRID_PQ),
+    ],
+    [KeyPath(Hop.QKD, Hop.TLS, Hop.LOCAL), KeyPath(Hop.UNREPORTED, Hop.LOCAL, Hop.LOCAL)],
+)
+
+
+def test_the_documented_table_is_what_derive_levels_computes() -> None:
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        cells = [c.strip().replace("**", "") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in ("`otp`", "`aead`", "`hybrid`"):
+            rows[cells[0].strip("`")] = cells[1:]
+    assert set(rows) == {"otp", "aead", "hybrid"}
+    for mode, cells in rows.items():
+        for cell, paths in zip(cells, COLUMNS, strict=True):
+            for path in paths:
+                levels = derive_levels(mode, path)
+                assert cell == f"{levels.confidentiality} / {levels.authenticity}", (mode, path)
