@@ -31,7 +31,9 @@ its own; the recipient decapsulates (:meth:`HybridKey.for_recipient`, about 30 u
 ML-KEM comes from pyca/cryptography (``hazmat.primitives.asymmetric.mlkem``, which needs a
 build whose OpenSSL or AWS-LC has ML-KEM: the PyPI wheels from version 47 on do). Private
 keys are stored as PKCS#8 PEM holding the 64-byte FIPS 203 seed ``d || z`` (RFC 9935's seed
-format), in files only their owner can read.
+format), in files only their owner can read. PEM (de)serialisation is imported where it
+is used: ``cryptography.hazmat.primitives.serialization`` loads every asymmetric algorithm
+(about 10 ms), which a device that only seals never needs.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -111,6 +112,8 @@ class KEMPublicKey:
     def from_pem(cls, data: bytes) -> KEMPublicKey:
         """A ``PUBLIC KEY`` PEM block (SubjectPublicKeyInfo, RFC 9935); ``KEMKeyError`` if
         it is not an ML-KEM-768 public key."""
+        from cryptography.hazmat.primitives import serialization
+
         try:
             key = serialization.load_pem_public_key(data)
         except UnsupportedAlgorithm:
@@ -131,6 +134,8 @@ class KEMPublicKey:
         return cls.from_pem(data)
 
     def to_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
         return bytes(
             self._key.public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -183,6 +188,8 @@ class KEMPrivateKey:
             raise KEMKeyError(f"cannot read the ML-KEM private key file: {exc.strerror}") from None
         if mode & 0o077:
             raise KEMKeyError(f"{path} is readable by others (mode {mode & 0o777:o}); chmod 600 it")
+        from cryptography.hazmat.primitives import serialization
+
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except UnsupportedAlgorithm:
@@ -195,6 +202,8 @@ class KEMPrivateKey:
 
     def save(self, path: Path | str) -> None:
         """Write the key as PKCS#8 PEM to a new file of mode 0600 (never over an old one)."""
+        from cryptography.hazmat.primitives import serialization
+
         pem = self._key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
