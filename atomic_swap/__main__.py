@@ -6,7 +6,7 @@ __all__ = ["main"]
 
 
 def main() -> None:
-    launch("qswap", ("swap",), "atomic_swap.cli:main")
+    launch("qswap", ("swap",), "atomic_swap.cli:entry")
 
 
 if __name__ == "__main__":

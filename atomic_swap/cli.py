@@ -36,8 +36,9 @@ from atomic_swap.errors import (
     SwapStateError,
     UnsafeTerms,
 )
+from qkd_channel.clikit import CONTEXT, apply_env_rule, run, version_option
 
-__all__ = ["main", "parse_duration"]
+__all__ = ["entry", "main", "parse_duration"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(stderr=True, soft_wrap=True)  # one line per message, for grep and logs
@@ -118,51 +119,48 @@ def json_option(func: F) -> F:
 
 def algod_options(func: F) -> F:
     func = click.option(
-        "--algod-token", envvar="ALGOD_TOKEN", default="a" * 64, show_envvar=True,
+        "--algod-token", default="a" * 64,
         help="API token of the node (the devnet keeps it in DATA_DIR/algod.token).",
     )(func)  # fmt: skip
     return click.option(
-        "--algod-url", envvar="ALGOD_URL", default="http://localhost:4001", show_envvar=True,
+        "--algod-url", default="http://localhost:4001",
         show_default=True, help="algod of the network this command acts on.",
     )(func)  # fmt: skip
 
 
 def account_option(func: F) -> F:
     return click.option(
-        "--account", "account_file", envvar="QSWAP_ACCOUNT", show_envvar=True, required=True,
+        "--account", "account_file", required=True,
         type=click.Path(dir_okay=False, path_type=Path), help="Account file (mnemonic, mode 0600).",
     )(func)  # fmt: skip
 
 
 def home_option(func: F) -> F:
     return click.option(
-        "--home", envvar="QSWAP_HOME", show_envvar=True, default=Path.home() / ".qswap",
+        "--home", default=Path.home() / ".qswap",
         type=click.Path(file_okay=False, path_type=Path), help="Local swap records.",
     )(func)  # fmt: skip
 
 
 _KME_SPECS = [
-    ("--peer-sae-id", "QSWAP_PEER_SAE_ID", "The counterparty's SAE ID."),
-    ("--sae-id", "QSWAP_SAE_ID", "Our SAE ID (as in our certificate)."),
-    ("--kme-ca", "QSWAP_KME_CA", "CA certificate of the KMEs."),
-    ("--sae-key", "QSWAP_SAE_KEY", "Our SAE's TLS private key."),
-    ("--sae-cert", "QSWAP_SAE_CERT", "Our SAE's TLS client certificate."),
-    ("--kme-url", "QSWAP_KME_URL", "Our KME (ETSI GS QKD 014, https://...)."),
+    ("--peer-sae-id", "The counterparty's SAE ID."),
+    ("--sae-id", "Our SAE ID (as in our certificate)."),
+    ("--kme-ca", "CA certificate of the KMEs."),
+    ("--sae-key", "Our SAE's TLS private key."),
+    ("--sae-cert", "Our SAE's TLS client certificate."),
+    ("--kme-url", "Our KME (ETSI GS QKD 014, https://...)."),
 ]
 
 
 def kme_options(required: bool) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         func = click.option(
-            "--peer-kem-key", envvar="QSWAP_PEER_KEM_KEY", show_envvar=True,
-            type=click.Path(dir_okay=False, path_type=Path),
+            "--peer-kem-key", type=click.Path(dir_okay=False, path_type=Path),
             help="The counterparty's ML-KEM-768 public key (PEM; compare its fingerprint "
             "first): seal our terms hybrid, QKD key + ML-KEM, instead of otp.",
         )(func)  # fmt: skip
-        for flag, env, text in _KME_SPECS:
-            func = click.option(flag, envvar=env, show_envvar=True, required=required, help=text)(
-                func
-            )
+        for flag, text in _KME_SPECS:
+            func = click.option(flag, required=required, help=text)(func)
         return func
 
     return decorate
@@ -316,9 +314,15 @@ def _secret_hex(record: Any) -> str | None:
     return record.secret if record.secret else None
 
 
-@click.group()
+@click.group(context_settings=CONTEXT)
+@version_option()
 def main() -> None:
     """Cross-chain atomic swaps on Algorand, terms exchanged in QKD-sealed envelopes."""
+
+
+def entry() -> None:
+    """The ``qswap`` console script."""
+    run(main, "qswap")
 
 
 # -- swap verbs ------------------------------------------------------------------------
@@ -387,12 +391,12 @@ def initiate(
 @home_option
 @kme_options(required=True)
 @click.option(
-    "--initiator-algod-url", envvar="INITIATOR_ALGOD_URL", required=True, show_envvar=True,
+    "--initiator-algod-url", required=True,
     help="algod of the initiator's network (to audit its HTLC).",
 )  # fmt: skip
 @click.option(
-    "--initiator-algod-token", envvar="INITIATOR_ALGOD_TOKEN", default="a" * 64,
-    show_envvar=True, help="API token of the initiator's network's node.",
+    "--initiator-algod-token", default="a" * 64,
+    help="API token of the initiator's network's node.",
 )  # fmt: skip
 @click.option("--pay-amount", type=int, help="What we agreed to lock (base units).")
 @click.option("--pay-asset", type=int, default=0, show_default=True)
@@ -785,7 +789,8 @@ def kem_key_new(home: Path, json_out: bool) -> None:
 @kem_key.command("show")
 @home_option
 @click.option("--pem", is_flag=True, help="Print the public key as PEM, for the counterparty.")
-def kem_key_show(home: Path, pem: bool) -> None:
+@json_option
+def kem_key_show(home: Path, pem: bool, json_out: bool) -> None:
     """Print our public key's fingerprint (or the key itself, with --pem)."""
     from atomic_swap.sealing import KEM_KEY_FILE
     from qkd_channel.errors import KEMKeyError
@@ -795,7 +800,11 @@ def kem_key_show(home: Path, pem: bool) -> None:
         public = KEMPrivateKey.load(home / KEM_KEY_FILE).public_key
     except KEMKeyError as exc:
         raise click.ClickException(f"{exc} (qswap kem-key new creates one)") from None
-    click.echo(public.to_pem().decode("ascii") if pem else public.fingerprint, nl=not pem)
+    pem_text = public.to_pem().decode("ascii")
+    if json_out:
+        _print_json({"ok": True, "fingerprint": public.fingerprint, "public_key_pem": pem_text})
+    else:
+        click.echo(pem_text if pem else public.fingerprint, nl=not pem)
 
 
 # -- accounts --------------------------------------------------------------------------
@@ -931,3 +940,6 @@ def devnet(port: int, host: str, data_dir: Path, network_name: str, json_out: bo
         highlight=False,
     )
     uvicorn.run(create_app(chain, token), host=host, port=port, log_level="warning")
+
+
+apply_env_rule(main, "QSWAP")  # every command is defined: give each option its variable

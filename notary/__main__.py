@@ -12,7 +12,7 @@ def main() -> None:
             "server",
             "chain",
         ),
-        "notary.cli:main",
+        "notary.cli:entry",
     )
 
 

@@ -104,6 +104,11 @@ class NotarySettings(BaseSettings):
         description="ML-KEM-768 private key of hybrid envelopes (PKCS#8 PEM, mode 0600); "
         f"default <data_dir>/{KEM_KEY_FILE}",
     )
+    key_stock_warn_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Warn (log, dashboard) when a device's key stock will run out sooner",
+    )
     # Intake limits.
     max_envelope_bytes: int = Field(default=64 * 1024, ge=256)
     retry_after_s: int = Field(default=2, ge=1)

@@ -73,6 +73,13 @@ class NotaryMetrics:
             ["sae_id"],
             registry=self.registry,
         )
+        self.key_stock_depletion = Gauge(
+            "notary_kme_key_stock_depletion_seconds",
+            "Seconds until a device SAE's key stock runs out at its recent net rate "
+            "(+Inf: not falling)",
+            ["sae_id"],
+            registry=self.registry,
+        )
         self.records_unrecorded = Counter(
             "notary_records_unrecorded",
             "Records the contract did not store: refused (device not active in the "

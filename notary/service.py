@@ -51,6 +51,7 @@ from notary.partition import Partition
 from notary.pipeline import IntakePipeline
 from notary.receipts import AnchorProof, Receipt, build_receipt
 from notary.redeploy import ReanchorPlan, requeue_everything
+from notary.stock_watch import StockWatch
 from notary.storage import open_store
 from notary.storage.base import (
     AccessRole,
@@ -187,6 +188,8 @@ class NotaryService:
         self._anchoring = False
         self._proofs: dict[tuple[int, str], dict[str, AnchorProof]] = {}
         self._deployment = _recorded_deployment(settings)
+        #: Estimates when each device SAE's key stock runs out (warns ahead of it).
+        self.stock_watch = StockWatch(warn_below_s=settings.key_stock_warn_s, clock=clock)
         self._chain_source = chain_source
         self._owned_chain: ChainClient | None = None
         self._worker_task: asyncio.Task[None] | None = None
@@ -546,3 +549,5 @@ class NotaryService:
         for sae_id, stock in zip(sae_ids, results, strict=True):
             if isinstance(stock, int):
                 self.metrics.key_stock.labels(sae_id).set(stock)
+                depletion = self.stock_watch.observe(sae_id, stock)
+                self.metrics.key_stock_depletion.labels(sae_id).set(depletion)

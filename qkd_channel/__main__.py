@@ -12,7 +12,7 @@ def main() -> None:
             "server",
             "sim",
         ),
-        "qkd_channel.cli:main",
+        "qkd_channel.cli:entry",
     )
 
 

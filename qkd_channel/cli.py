@@ -1,7 +1,8 @@
 """``qkd-kme``: run a key management entity of a simulated QKD link.
 
-Every option can also be given as an environment variable ``QKD_KME_<COMMAND>_<OPTION>``
-(for example ``QKD_KME_SERVE_DATA_DIR``).
+Every option can also be given as an environment variable ``QKD_KME_<OPTION>`` (for
+example ``QKD_KME_DATA_DIR``), following the project's CLI conventions
+(:mod:`qkd_channel.clikit`).
 """
 
 from __future__ import annotations
@@ -16,18 +17,25 @@ from typing import TYPE_CHECKING
 
 import click
 
+from qkd_channel.clikit import CONTEXT, apply_env_rule, run, version_option
 from qkd_channel.errors import ChannelError
 
 if TYPE_CHECKING:
     from qkd_channel.kme.config import KMEConfig
     from qkd_channel.kme.link_source import SimulatedLinkSource
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]
 
 
-@click.group(context_settings={"auto_envvar_prefix": "QKD_KME"})
+@click.group(context_settings=CONTEXT)
+@version_option()
 def main() -> None:
     """Key management entity (ETSI GS QKD 014) for one end of a simulated QKD link."""
+
+
+def entry() -> None:
+    """The ``qkd-kme`` console script."""
+    run(main, "qkd-kme")
 
 
 @main.command()
@@ -334,3 +342,6 @@ def status(slave_sae_id: str, url: str, cert: Path, key: Path, ca: Path) -> None
     except KMEError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(asdict(answer), indent=2))
+
+
+apply_env_rule(main, "QKD_KME")  # every command is defined: give each option its variable

@@ -32,6 +32,8 @@ __all__ = [
 #: Exit status of a command run without the extra it needs (2 is a usage error, 1 a
 #: user error, so a script can tell "install something" apart from both).
 EXIT_MISSING_EXTRA = 3
+#: Exit status after Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 #: Modules whose presence shows an extra is installed.
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -73,7 +75,15 @@ def exit_unless_installed(command: str, *extras: str) -> None:
 
 
 def launch(command: str, extras: tuple[str, ...], target: str) -> None:
-    """Run the console script ``target`` (``module:function``) if ``extras`` are there."""
+    """Run the console script ``target`` (``module:function``) if ``extras`` are there.
+
+    Ctrl-C while the tool is still importing ends like Ctrl-C in the tool itself: one line,
+    exit 130, no traceback.
+    """
     exit_unless_installed(command, *extras)
     module, _, function = target.partition(":")
-    getattr(importlib.import_module(module), function)()
+    try:
+        getattr(importlib.import_module(module), function)()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)  # noqa: T201 - a console script's one line
+        raise SystemExit(EXIT_INTERRUPTED) from None

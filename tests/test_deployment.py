@@ -348,18 +348,25 @@ def test_published_ports_are_the_edge_only(config: dict[str, Any]) -> None:
 # ------------------------------------------------------------- flags and variables vs CLIs
 
 
-def _resolve(argv: list[str]) -> tuple[click.Command, str, list[str]]:
-    """The click command an argv reaches, its env prefix, and the arguments left."""
+def _resolve(argv: list[str]) -> tuple[click.Command, list[str]]:
+    """The click command an argv reaches, and the arguments left."""
     command, index = CLIS[argv[0]], 1
-    prefix = "QKD_KME" if argv[0] == "qkd-kme" else "QKD_NOTARY"
     while isinstance(command, click.Group) and index < len(argv):
-        sub = command.commands.get(argv[index])
+        sub = command.get_command(click.Context(command), argv[index])
         if sub is None:
             break
         command, index = sub, index + 1
-        prefix += "_" + (sub.name or "").upper().replace("-", "_")
     assert not isinstance(command, click.Group), f"{argv} stops at a command group"
-    return command, prefix, argv[index:]
+    return command, argv[index:]
+
+
+def _envvars(command: click.Command) -> set[str]:
+    """Every variable the options of ``command`` read (``qkd_channel.clikit``'s rule)."""
+    found: set[str] = set()
+    for param in command.params:
+        envvar = getattr(param, "envvar", None)
+        found.update([envvar] if isinstance(envvar, str) else (envvar or []))
+    return found
 
 
 def _options(command: click.Command) -> set[str]:
@@ -372,7 +379,7 @@ def _options(command: click.Command) -> set[str]:
 
 
 def _check_argv(argv: list[str]) -> None:
-    command, _, rest = _resolve(argv)
+    command, rest = _resolve(argv)
     known = _options(command)
     for token in rest:
         if token.startswith("--"):
@@ -399,10 +406,13 @@ def _notary_cli_envvars() -> set[str]:
     while stack:
         command = stack.pop()
         if isinstance(command, click.Group):
-            stack.extend(command.commands.values())
-        for param in command.params:
-            envvar = getattr(param, "envvar", None)
-            found.update([envvar] if isinstance(envvar, str) else (envvar or []))
+            context = click.Context(command)
+            stack.extend(
+                sub
+                for name in command.list_commands(context)
+                if (sub := command.get_command(context, name)) is not None
+            )
+        found |= _envvars(command)
     return found
 
 
@@ -490,9 +500,8 @@ def test_environment_variables_are_ones_the_programs_read(config: dict[str, Any]
             if key.startswith("QKD_NOTARY_"):
                 assert key in settings | cli_envvars, (name, key)
             elif key.startswith("QKD_KME_"):
-                command, prefix, _ = _resolve(service["command"])
-                params = {f"{prefix}_{p.name.upper()}" for p in command.params if p.name}
-                assert key in params, (name, key)
+                command, _ = _resolve(service["command"])
+                assert key in _envvars(command), (name, key)
             elif key == "PGPASSFILE":  # libpq's own variable (psycopg uses libpq)
                 assert environment[key] == f"{IMAGE_ROOT}/data/pgpass"
             else:  # the set-up script's own inputs

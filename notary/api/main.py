@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from notary.api.docs import install_docs
 from notary.api.problems import install_problem_handlers
 from notary.api.routes import admin, devices, health, records, rpc, telemetry
 from notary.config import NotarySettings
@@ -53,6 +54,8 @@ def create_app(
         version="1",
         summary="Blockchain notary for QKD-authenticated IoT telemetry",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs (no CDN)
+        redoc_url=None,
         # Stops anyone making the notary buffer an unbounded body on any route.
         max_body_size=max(MAX_REQUEST_BODY_BYTES, limits.max_envelope_bytes),
     )
@@ -62,4 +65,5 @@ def create_app(
     for module in (telemetry, records, devices, admin, health, rpc):
         app.include_router(module.router)
     install_explorer(app)
+    install_docs(app)
     return app

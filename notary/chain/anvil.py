@@ -1,16 +1,21 @@
 """Run the anvil node installed from npm (``@foundry-rs/anvil-linux-amd64``, pinned in
 ``contracts/package-lock.json``) for development, tests and benchmarks.
 
-The process listens on a free loopback port; with ``state_file`` it dumps its chain there
-on a graceful stop and loads it again on :meth:`AnvilNode.restart`.
+The process binds port 0 itself and the port it got is read from its "Listening on" line,
+so no other process can take the port between choosing and binding it; a restart binds
+the same port again (the URL stays valid). With ``state_file`` it dumps its chain there on
+a graceful stop and loads it again on :meth:`AnvilNode.restart`.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -38,6 +43,7 @@ ANVIL_BINARY = foundry_binary("anvil")
 #: anvil's first dev account (from its public default mnemonic): for tests only.
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 ANVIL_CHAIN_ID = 31337
+_LISTENING = re.compile(r"Listening on 127\.0\.0\.1:(\d+)")
 
 
 def free_port() -> int:
@@ -64,16 +70,24 @@ class AnvilNode:
         self.gas_limit = gas_limit
         self.state_file = state_file
         self.extra_args = extra_args
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        #: The port anvil bound (0 until the first start picks one).
+        self.port = 0
         self.dev_key = ANVIL_DEV_KEY
         self._process: subprocess.Popen[bytes] | None = None
+        self._logs: Path | None = None  #: where the running process's stdout goes
+
+    @property
+    def url(self) -> str:
+        if not self.port:
+            raise RuntimeError("anvil has not been started: no port yet")
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
     def start(self, timeout_s: float = 20.0) -> None:
+        """Start (the first time on a port the OS picks) and wait until it answers."""
         command = [
             str(ANVIL_BINARY),
             "--host",
@@ -86,47 +100,53 @@ class AnvilNode:
             str(self.gas_limit),
             "--accounts",
             "2",
-            "--silent",
             *self.extra_args,
         ]
         if self.state_file is not None:
             command += ["--state", str(self.state_file)]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._logs = Path(tempfile.mkdtemp(prefix="anvil-"))
+        log = self._logs / "stdout.log"
+        with log.open("wb") as out:
+            self._process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 stderr = self._process.stderr.read().decode() if self._process.stderr else ""
                 raise ChainUnavailable(f"anvil exited at start-up: {stderr}")
-            if self.rpc("eth_chainId") is not None:
+            if not self.port:
+                found = _LISTENING.search(log.read_text(errors="replace"))
+                self.port = int(found.group(1)) if found else 0
+            if self.port and self.rpc("eth_chainId") is not None:
                 return
             time.sleep(0.05)
         self.stop()
-        raise ChainUnavailable(f"anvil did not answer on {self.url} within {timeout_s}s")
+        raise ChainUnavailable(f"anvil did not answer on port {self.port} within {timeout_s}s")
 
     def stop(self) -> None:
         """Stop gracefully (SIGINT makes anvil dump ``state_file``), then wait."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        if process.stderr is not None:
-            process.stderr.close()
+        self._end(graceful=True)
 
     def kill(self) -> None:
         """SIGKILL: the node dies without dumping its state (a crash)."""
+        self._end(graceful=False)
+
+    def _end(self, *, graceful: bool) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.kill()
-        process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+        if process is not None:
+            if graceful and process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    pass
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+            if process.stderr is not None:
+                process.stderr.close()
+        if self._logs is not None:
+            shutil.rmtree(self._logs, ignore_errors=True)
+            self._logs = None
 
     def restart(self) -> None:
         self.stop()

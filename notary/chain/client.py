@@ -274,8 +274,15 @@ class ChainClient:
         self._tx.resync()
 
     def check_identity(self) -> None:
-        """Raise :class:`ChainReset` unless the node still has our genesis and contracts."""
+        """Raise :class:`ChainReset` unless the node still serves our chain ID, genesis and
+        contracts (a node replaced by another chain's behind the same URL included)."""
         w3 = self._notary.w3
+        chain_id = int(self._tx.rpc("eth_chainId", lambda: w3.eth.chain_id))
+        if chain_id != self.chain_id:
+            raise ChainReset(
+                f"the node now serves chain ID {chain_id}, not {self.chain_id}: another chain "
+                f"behind the same node URL; fix the URL, or {REDEPLOY_HINT}"
+            )
         genesis = _genesis_hash(w3, self._settings)
         if genesis != self.genesis_hash:
             raise ChainReset(

@@ -96,11 +96,10 @@ def revoke_role(role: str, account: str, password_file: Path | None, **flags: An
 @click.option(
     "--notary",
     "url",
-    envvar="QKD_NOTARY_URL",
     default="http://127.0.0.1:8080",
     show_default=True,
     help="A running notary does the redeployment itself; if none answers here, this "
-    "command does it on the data directory [env QKD_NOTARY_URL].",
+    "command does it on the data directory.",
 )
 @click.option(
     "--token-file",

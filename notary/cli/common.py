@@ -94,9 +94,7 @@ def settings_options(exclude: tuple[str, ...] = ()) -> Callable[[F], F]:
                 continue
             flag = name.replace("_", "-")
             kind, is_flag = _click_type(info.annotation)
-            help_text = (
-                f"{info.description or name.replace('_', ' ')} [env QKD_NOTARY_{name.upper()}]"
-            )
+            help_text = info.description or name.replace("_", " ")
             if is_flag:
                 option = click.option(f"--{flag}/--no-{flag}", name, default=None, help=help_text)
             else:
@@ -134,17 +132,15 @@ def admin_connection(func: F) -> F:
     func = click.option(
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),
-        envvar="QKD_NOTARY_DATA_DIR",
         default="notary-data",
         show_default=True,
     )(func)
     return click.option(
         "--notary",
         "url",
-        envvar="QKD_NOTARY_URL",
         default="http://127.0.0.1:8080",
         show_default=True,
-        help="The notary's base URL [env QKD_NOTARY_URL].",
+        help="The notary's base URL.",
     )(func)
 
 

@@ -23,7 +23,6 @@ _keystore_option = click.option(
 _data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="QKD_NOTARY_DATA_DIR",
     default=Path("notary-data"),
     show_default=True,
 )

@@ -90,10 +90,9 @@ def receipt() -> None:
 @click.option(
     "--notary",
     "url",
-    envvar="QKD_NOTARY_URL",
     default="http://127.0.0.1:8080",
     show_default=True,
-    help="Where to fetch the receipt [env QKD_NOTARY_URL].",
+    help="Where to fetch the receipt.",
 )
 @click.option(
     "--file",

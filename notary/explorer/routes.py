@@ -157,6 +157,8 @@ async def read_dashboard(request: Request, service: ServiceDep) -> HTMLResponse:
             "rate_peak": peak,
             "rates_capped": capped,
             "key_stock": sorted(metric_values(service.metrics.key_stock, "sae_id").items()),
+            "depletion": metric_values(service.metrics.key_stock_depletion, "sae_id"),
+            "warn_below_s": service.settings.key_stock_warn_s,
             "accepted": sorted(metric_values(service.metrics.accepted, "mode").items()),
             "recent": recent,
             "blocks": blocks,

@@ -7,6 +7,7 @@ or a pasted receipt containing markup is shown as text, never interpreted.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import jinja2
@@ -53,6 +54,7 @@ def _environment() -> jinja2.Environment:
     env.filters["utc"] = _utc
     env.filters["short"] = _short
     env.filters["levels"] = _levels
+    env.globals["inf"] = math.inf
     return env
 
 

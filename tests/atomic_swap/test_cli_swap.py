@@ -77,8 +77,8 @@ def make_parties(tmp_path: Path, networks: tuple[Node, Node], kme_link: KMELink)
         send_group(node.client, pays, funder.private_key)
     bob_env = {
         **envs["bob"],
-        "INITIATOR_ALGOD_URL": alpha.url,
-        "INITIATOR_ALGOD_TOKEN": alpha.token,
+        "QSWAP_INITIATOR_ALGOD_URL": alpha.url,
+        "QSWAP_INITIATOR_ALGOD_TOKEN": alpha.token,
     }
     return Parties(envs["alice"], bob_env, addresses["alice"], addresses["bob"], alpha, beta)
 

@@ -94,8 +94,8 @@ def setup(tmp_path: Path, networks: tuple[Node, Node], kme_link: KMELink) -> Set
         "QSWAP_ACCOUNT": str(tmp_path / "bob.account"),
         "ALGOD_URL": beta.url,
         "ALGOD_TOKEN": beta.token,
-        "INITIATOR_ALGOD_URL": alpha.url,
-        "INITIATOR_ALGOD_TOKEN": alpha.token,
+        "QSWAP_INITIATOR_ALGOD_URL": alpha.url,
+        "QSWAP_INITIATOR_ALGOD_TOKEN": alpha.token,
         **kme_link.sae_env("b", "bob", "alice"),
     }
     return Setup(alice, bob, alpha, beta, bob_env, kme_link, tmp_path)

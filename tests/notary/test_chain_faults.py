@@ -21,6 +21,7 @@ from notary.errors import (
     BatchTooLarge,
     ChainError,
     ChainMisconfigured,
+    ChainReset,
     ChainUnavailable,
     TransactionNotConfirmed,
     TransactionReverted,
@@ -377,3 +378,21 @@ def test_a_dropped_transaction_is_given_up_without_waiting_for_the_timeout(
         with pytest.raises(TransactionNotConfirmed, match="neither mined nor pending"):
             client.record_batch([rec("dropped")])
         assert time.monotonic() - started < 10
+
+
+def test_a_node_that_changed_chains_is_a_reset(anvil_factory: AnvilFactory, tmp_path: Path) -> None:
+    """Same URL, another chain: another chain ID, or the same ID with another genesis."""
+    node = anvil_factory(state_file=tmp_path / "state.json")
+    with open_on(node, tmp_path / "data") as client:
+        client.check_identity()  # as deployed
+        node.kill()
+        node.chain_id = 999
+        node.start()
+        with pytest.raises(ChainReset, match="chain ID 999"):
+            client.check_identity()
+        node.kill()
+        node.chain_id = client.chain_id
+        node.state_file = None
+        node.start()  # the right chain ID, an empty chain
+        with pytest.raises(ChainReset, match=r"genesis|no contract code"):
+            client.check_identity()

@@ -17,7 +17,7 @@ import pytest
 from web3 import Web3
 
 from notary.receipts import verify_receipt
-from notary.sdk import DeviceClient
+from qkd_device import DeviceClient
 from tests.conftest import AnvilFactory, AnvilNode
 from tests.notary.sdk_stack import (
     FIRMWARE,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from notary.explorer.verification import CHECK_DESCRIPTIONS
 from notary.keysource import InMemoryKeySource
 from notary.receipts import RECEIPT_CHECKS
 from notary.service import NotaryService
+from notary.stock_watch import StockWatch
+from qkd_channel.keys import QKDKey
 from qkd_channel.security_levels import Hop
 from tests.notary.conftest import ADMIN_TOKEN, SimDevice, fleet
 
@@ -467,3 +470,21 @@ def test_templates_and_static_files_ship_in_the_package() -> None:
 
 def test_every_receipt_check_is_described() -> None:
     assert list(CHECK_DESCRIPTIONS) == list(RECEIPT_CHECKS)
+
+
+async def test_dashboard_warns_of_a_key_stock_about_to_run_out(
+    explored: Explored, key_source: InMemoryKeySource
+) -> None:
+    now = [0.0]
+    explored.service.stock_watch = StockWatch(warn_below_s=900, clock=lambda: now[0])
+    sae = explored.devices[0].sae_id
+    keys = [QKDKey(str(uuid.uuid4()), bytes(32)) for _ in range(100)]
+    key_source.deposit(sae, keys)
+    await explored.client.get("/explorer/")  # first sample: 100 keys
+    now[0] = 10.0
+    await key_source.dec_keys(sae, [k.key_id for k in keys[:40]])  # the fleet used 40
+    html = (await explored.client.get("/explorer/")).text
+    row = html.split(f'data-sae="{sae}"')[1].split("</tr>")[0]
+    assert "(low)" in row and "0.2 min" in row  # 60 left at 4 keys/s: 15 s
+    metrics = (await explored.client.get("/metrics")).text
+    assert f'notary_kme_key_stock_depletion_seconds{{sae_id="{sae}"}}' in metrics

@@ -84,6 +84,7 @@ class ServerThread:
 class Notarised:
     url: str
     receipts: dict[str, list[Receipt]]  #: device ID -> its anchored receipts
+    admin_headers: dict[str, str]
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +120,7 @@ def notarised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Notarised]:
                     Receipt.model_validate(device.wait_anchored(s, poll_s=0.1).document)
                     for s in sent
                 ]
-        yield Notarised(stack.notary_url, receipts)
+        yield Notarised(stack.notary_url, receipts, stack.admin_headers())
     finally:
         server.stop()
         chain.close()
@@ -297,3 +298,39 @@ def test_markup_is_text_in_the_browser(notarised: Notarised, page: Page) -> None
     page.click("#search-button")
     expect(page.locator("#not-found")).to_contain_text(MARKUP)
     assert page.locator("main img").count() == 0
+
+
+def test_api_docs_render_offline_from_the_notary_itself(notarised: Notarised, page: Page) -> None:
+    """Swagger UI at /docs comes from the notary, not a CDN: every request the page makes
+    stays on the notary's origin, and the operations render."""
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(notarised.url + "/docs")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    expect(page.get_by_text("/v1/telemetry", exact=True).first).to_be_visible()
+    assert requested and all(url.startswith(notarised.url) for url in requested), requested
+    shoot(page, "11-api-docs")
+
+
+def test_the_sign_in_shows_the_reading_to_an_auditor_only(notarised: Notarised, page: Page) -> None:
+    receipt = notarised.receipts["meter-south"][0]
+    record_page = f"{notarised.url}/explorer/records/{receipt.record_id}"
+    page.goto(record_page)
+    expect(page.locator("#reading-hidden")).to_be_visible()
+    expect(page.locator("#disclosed-payload")).to_have_count(0)
+    token = httpx.post(
+        f"{notarised.url}/v1/admin/tokens",
+        json={"role": "auditor", "label": "browser auditor"},
+        headers=notarised.admin_headers,
+    ).json()["token"]
+    page.click("#nav-signin")
+    page.fill("#token-input", token)
+    page.click("#signin-submit")
+    expect(page.locator("#viewer")).to_contain_text("browser auditor")
+    page.goto(record_page)
+    expect(page.locator("#disclosed-payload")).to_contain_text('"telemetry"')
+    expect(page.locator("#disclosed-salt")).to_contain_text("0x")
+    shoot(page, "12-signed-in-record")
+    page.click("#signout-button")
+    page.goto(record_page)
+    expect(page.locator("#disclosed-payload")).to_have_count(0)

@@ -319,6 +319,9 @@ def test_ctrl_c_exits_130_and_the_sealed_reading_stays_queued(stack: Stack) -> N
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # A shell running the suite in the background ignores SIGINT, and children
+            # inherit that: give the tool the default handler, as a terminal would.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         silent.settimeout(60)
         connection, _ = silent.accept()  # the envelope is sealed and queued by now
