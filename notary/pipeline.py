@@ -283,6 +283,8 @@ class IntakePipeline:
         """Refuse a hybrid envelope we could never open before any key is spent on it."""
         if self._kem_key is None:
             raise AuthenticationFailed("hybrid-not-configured")
+        if len(envelope.key_ids) != 1:
+            raise AuthenticationFailed("wrong-key")  # a session names one QKD key
         if envelope.kem_params[:KEM_KEY_ID_BYTES] != self._kem_key.public_key.key_id:
             raise AuthenticationFailed("unknown-kem-key")  # a public ID, not a secret
 

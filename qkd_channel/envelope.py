@@ -195,6 +195,13 @@ class Envelope:
         """``kem_key_id || kem_ct`` of a ``hybrid`` envelope (empty in other modes)."""
         return self.nonce[:-NONCE_BYTES] if self.mode is Mode.HYBRID else b""
 
+    @property
+    def gcm_nonce(self) -> bytes:
+        """The 12-byte AES-GCM nonce of an ``aead`` or ``hybrid`` envelope (the last 12
+        bytes of its mode parameters; empty in ``otp``): what must never repeat under one
+        session key."""
+        return self.nonce[-NONCE_BYTES:] if self.mode.uses_sessions else b""
+
     def header_bytes(self) -> bytes:
         """The canonical binary header: exactly the data the tag authenticates."""
         parts = [
@@ -328,7 +335,7 @@ def seal(
         ciphertext = _xor(plaintext, stream)
         tag = Poly1305.generate_tag(mac_key, header + ciphertext)
     else:
-        sealed = AESGCM(session_key.material).encrypt(nonce[-NONCE_BYTES:], plaintext, header)
+        sealed = AESGCM(session_key.material).encrypt(draft.gcm_nonce, plaintext, header)
         ciphertext, tag = sealed[:-TAG_BYTES], sealed[-TAG_BYTES:]
     return dataclasses.replace(draft, ciphertext=ciphertext, tag=tag)
 
@@ -488,7 +495,7 @@ def _open_aead(envelope: Envelope, keys: Sequence[QKDKey], header: bytes) -> byt
         raise EnvelopeRejected("kem-mismatch")
     try:
         return AESGCM(session_key.material).decrypt(
-            envelope.nonce[-NONCE_BYTES:], envelope.ciphertext + envelope.tag, header
+            envelope.gcm_nonce, envelope.ciphertext + envelope.tag, header
         )
     except InvalidTag:
         raise EnvelopeRejected("bad-tag") from None

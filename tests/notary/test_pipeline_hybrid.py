@@ -164,3 +164,4 @@ async def test_a_hybrid_envelope_must_name_exactly_one_key(
     with pytest.raises(AuthenticationFailed) as info:
         await submit(hybrid_service, two)
     assert info.value.cause == "wrong-key"
+    assert qkd_link_source.calls == 0  # refused before the KME spent the keys
