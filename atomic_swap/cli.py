@@ -154,6 +154,11 @@ _KME_SPECS = [
 
 def kme_options(required: bool) -> Callable[[F], F]:
     def decorate(func: F) -> F:
+        func = click.option(
+            "--peer-kem-key", type=click.Path(dir_okay=False, path_type=Path),
+            help="The counterparty's ML-KEM-768 public key (PEM; compare its fingerprint "
+            "first): seal our terms hybrid, QKD key + ML-KEM, instead of otp.",
+        )(func)  # fmt: skip
         for flag, text in _KME_SPECS:
             func = click.option(flag, required=required, help=text)(func)
         return func
@@ -187,7 +192,24 @@ class _NoKME:
         return self.enc_keys(master_sae_id)
 
 
-def _channel(home: Path, kme: dict[str, str | None], envelope: str | None = None) -> Any:
+def _kem_keys(home: Path, peer_kem_key: Path | None) -> dict[str, Any]:
+    """Our ML-KEM key (if the home has one) and the peer's pinned one (if given): the
+    ``TermsChannel`` arguments that make our envelopes hybrid and open the peer's."""
+    from atomic_swap.sealing import KEM_KEY_FILE
+    from qkd_channel.envelope import Mode
+    from qkd_channel.errors import KEMKeyError
+    from qkd_channel.hybrid import KEMPrivateKey, KEMPublicKey
+
+    try:
+        own = KEMPrivateKey.load(home / KEM_KEY_FILE) if (home / KEM_KEY_FILE).exists() else None
+        peer = KEMPublicKey.load(peer_kem_key) if peer_kem_key is not None else None
+    except KEMKeyError as exc:
+        raise click.UsageError(str(exc)) from None
+    mode = Mode.OTP if peer is None else Mode.HYBRID
+    return {"kem_key": own, "peer_kem_key": peer, "mode": mode}
+
+
+def _channel(home: Path, kme: dict[str, Any], envelope: str | None = None) -> Any:
     from atomic_swap.sealing import TermsChannel
     from atomic_swap.store import SwapStore
     from qkd_channel.envelope import Envelope
@@ -195,6 +217,7 @@ def _channel(home: Path, kme: dict[str, str | None], envelope: str | None = None
     from qkd_channel.kme.client import KMEClient
 
     store = SwapStore(home)
+    kem = _kem_keys(home, kme.pop("peer_kem_key", None))
     missing = [k for k, v in kme.items() if not v]
     if not missing:
         client: Any = KMEClient(
@@ -204,7 +227,7 @@ def _channel(home: Path, kme: dict[str, str | None], envelope: str | None = None
             ca=str(kme["kme_ca"]),
         )
         return TermsChannel(
-            client, store, sae_id=str(kme["sae_id"]), peer_sae_id=str(kme["peer_sae_id"])
+            client, store, sae_id=str(kme["sae_id"]), peer_sae_id=str(kme["peer_sae_id"]), **kem
         )
     if envelope is None:
         raise click.UsageError(f"this needs our KME: give --{missing[0].replace('_', '-')}")
@@ -217,11 +240,12 @@ def _channel(home: Path, kme: dict[str, str | None], envelope: str | None = None
         store,
         sae_id=str(kme["sae_id"] or header.recipient),
         peer_sae_id=str(kme["peer_sae_id"] or header.sender),
+        **kem,
     )
 
 
-def _kme(kwargs: dict[str, Any]) -> dict[str, str | None]:
-    keys = ("kme_url", "sae_cert", "sae_key", "kme_ca", "sae_id", "peer_sae_id")
+def _kme(kwargs: dict[str, Any]) -> dict[str, Any]:
+    keys = ("kme_url", "sae_cert", "sae_key", "kme_ca", "sae_id", "peer_sae_id", "peer_kem_key")
     return {k: kwargs.pop(k) for k in keys}
 
 
@@ -725,6 +749,62 @@ def status(home: Path, algod_url: str, algod_token: str, json_out: bool) -> None
 
 def _own_msg(record: Any) -> dict[str, Any] | None:
     return record.offer if record.role == "initiator" else record.acceptance  # type: ignore[no-any-return]
+
+
+# -- ML-KEM key -------------------------------------------------------------------------
+
+
+@main.group("kem-key")
+def kem_key() -> None:
+    """Our ML-KEM-768 key: the counterparty seals hybrid terms to its public half."""
+
+
+@kem_key.command("new")
+@home_option
+@json_option
+@_fail_cleanly
+def kem_key_new(home: Path, json_out: bool) -> None:
+    """Create our key in the swap home (kept if it exists) and print its fingerprint."""
+    from atomic_swap.sealing import KEM_KEY_FILE
+    from atomic_swap.store import SwapStore
+    from qkd_channel.errors import KEMKeyError
+    from qkd_channel.hybrid import ensure_key_pair, public_key_path
+
+    SwapStore(home)  # the home, mode 0700
+    try:
+        public, created = ensure_key_pair(home / KEM_KEY_FILE)
+    except KEMKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    published = public_key_path(home / KEM_KEY_FILE)
+    if json_out:
+        _print_json(
+            {"ok": True, "created": created, "fingerprint": public.fingerprint,
+             "public_key": str(published)}
+        )  # fmt: skip
+    else:
+        state = "new" if created else "existing"
+        click.echo(f"{public.fingerprint} {published} ({state})")
+
+
+@kem_key.command("show")
+@home_option
+@click.option("--pem", is_flag=True, help="Print the public key as PEM, for the counterparty.")
+@json_option
+def kem_key_show(home: Path, pem: bool, json_out: bool) -> None:
+    """Print our public key's fingerprint (or the key itself, with --pem)."""
+    from atomic_swap.sealing import KEM_KEY_FILE
+    from qkd_channel.errors import KEMKeyError
+    from qkd_channel.hybrid import KEMPrivateKey
+
+    try:
+        public = KEMPrivateKey.load(home / KEM_KEY_FILE).public_key
+    except KEMKeyError as exc:
+        raise click.ClickException(f"{exc} (qswap kem-key new creates one)") from None
+    pem_text = public.to_pem().decode("ascii")
+    if json_out:
+        _print_json({"ok": True, "fingerprint": public.fingerprint, "public_key_pem": pem_text})
+    else:
+        click.echo(pem_text if pem else public.fingerprint, nl=not pem)
 
 
 # -- accounts --------------------------------------------------------------------------

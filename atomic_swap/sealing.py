@@ -4,7 +4,12 @@ The sealer is the *master* SAE for its message: it asks its KME for fresh keys
 (``enc_keys``) shared with the peer SAE and seals with them; the receiver, as *slave* SAE,
 asks its own KME for the same keys by the IDs in the envelope header (``dec_keys``). The
 default mode is ``otp`` (one-time pad + one-time Poly1305 MAC), so the terms are protected
-information-theoretically, given the QKD keys.
+information-theoretically, given the QKD keys. Given the peer's ML-KEM-768 public key, the
+channel seals ``hybrid`` instead (AES-256-GCM under HKDF of one QKD key and an ML-KEM
+secret encapsulated to the peer, :mod:`qkd_channel.hybrid`): the terms stay confidential
+if either the QKD key path or ML-KEM holds, e.g. when a party's KME is reached over a
+classical TLS hop that could be recorded now and broken later. A hybrid envelope is opened
+with our own ML-KEM key.
 
 Anything the KME source can provide keys through works (``KeySource``); the CLI uses
 :class:`qkd_channel.kme.client.KMEClient`.
@@ -30,11 +35,15 @@ from typing import Protocol
 from atomic_swap.errors import EnvelopeRefused
 from atomic_swap.store import SwapStore
 from atomic_swap.terms import Acceptance, Offer, parse_message
-from qkd_channel.envelope import Envelope, Mode, keys_needed, open_envelope, seal
+from qkd_channel.envelope import AEAD_KEY_BYTES, Envelope, Mode, keys_needed, open_envelope, seal
 from qkd_channel.errors import EnvelopeRejected, KMEError, QKDError
+from qkd_channel.hybrid import KEM_KEY_ID_BYTES, HybridKey, KEMPrivateKey, KEMPublicKey
 from qkd_channel.keys import QKDKey
 
-__all__ = ["KeySource", "ReservedKeys", "TermsChannel"]
+__all__ = ["KEM_KEY_FILE", "KeySource", "ReservedKeys", "TermsChannel"]
+
+#: Our ML-KEM-768 key in the swap home (``qswap kem-key new``), public half beside it.
+KEM_KEY_FILE = "kem-mlkem768.key"
 
 
 class KeySource(Protocol):
@@ -58,7 +67,11 @@ class ReservedKeys:
 
 
 class TermsChannel:
-    """Seals our messages to one peer SAE and opens the peer's messages to us."""
+    """Seals our messages to one peer SAE and opens the peer's messages to us.
+
+    ``peer_kem_key`` (the peer's ML-KEM-768 public key, pinned) makes our envelopes
+    ``hybrid``; ``kem_key`` (ours) opens the peer's hybrid envelopes.
+    """
 
     def __init__(
         self,
@@ -69,20 +82,34 @@ class TermsChannel:
         peer_sae_id: str,
         mode: Mode = Mode.OTP,
         key_bits: int = 256,
+        kem_key: KEMPrivateKey | None = None,
+        peer_kem_key: KEMPublicKey | None = None,
     ) -> None:
+        if (mode is Mode.HYBRID) != (peer_kem_key is not None):
+            raise ValueError("hybrid sealing takes the peer's ML-KEM public key, and only it")
         self._keys = keys
         self._store = store
         self.sae_id = sae_id
         self.peer_sae_id = peer_sae_id
         self._mode = mode
         self._key_bits = key_bits
+        self._kem_key = kem_key
+        self._peer_kem_key = peer_kem_key
+
+    @property
+    def mode(self) -> Mode:
+        """How our envelopes are sealed."""
+        return self._mode
 
     def reserve(self, capacity: int) -> ReservedKeys:
         """Fresh keys shared with the peer, enough to seal ``capacity`` plaintext bytes."""
-        needed = keys_needed(self._mode, capacity)
-        number = math.ceil(needed * 8 / self._key_bits)
+        if self._mode.uses_sessions:  # one 256-bit key, whatever the plaintext's size
+            number, size = 1, 8 * AEAD_KEY_BYTES
+        else:
+            size = self._key_bits
+            number = math.ceil(keys_needed(self._mode, capacity) * 8 / size)
         try:
-            keys = self._keys.enc_keys(self.peer_sae_id, number=number, size=self._key_bits)
+            keys = self._keys.enc_keys(self.peer_sae_id, number=number, size=size)
         except KMEError as exc:
             raise EnvelopeRefused(f"could not get QKD keys from our KME: {exc}") from exc
         except OSError as exc:
@@ -96,13 +123,16 @@ class TermsChannel:
             reserved = self.reserve(len(plaintext))
         elif len(plaintext) > reserved.capacity:
             raise ValueError("the message outgrew the keys reserved for it")
+        keys = reserved.keys
+        if self._peer_kem_key is not None:  # a fresh encapsulation for every message
+            keys = [HybridKey.for_sender(keys[0], self._peer_kem_key)]
         envelope = seal(
             plaintext,
             sender=self.sae_id,
             recipient=self.peer_sae_id,
             sequence=self._store.next_sequence(self.peer_sae_id),
             mode=self._mode,
-            keys=reserved.keys,
+            keys=keys,
         )
         return envelope.to_json()
 
@@ -130,6 +160,14 @@ class TermsChannel:
                 f"envelope from {envelope.sender!r} to {envelope.recipient!r} is not for "
                 f"{self.sae_id!r} from {self.peer_sae_id!r}"
             )
+        if envelope.mode is Mode.HYBRID and (
+            self._kem_key is None
+            or envelope.kem_params[:KEM_KEY_ID_BYTES] != self._kem_key.public_key.key_id
+        ):  # refused before the KME spends the keys on an envelope we cannot open
+            raise EnvelopeRefused(
+                "a hybrid envelope opens only with our ML-KEM key (qswap kem-key new), "
+                "and this one was sealed to another"
+            )
         try:
             keys = self._keys.dec_keys(envelope.sender, envelope.key_ids)
         except KMEError as exc:
@@ -140,6 +178,10 @@ class TermsChannel:
         except OSError as exc:
             raise EnvelopeRefused(f"our KME is unreachable: {exc}") from exc
         try:
+            if envelope.mode is Mode.HYBRID and self._kem_key is not None:
+                if len(keys) != 1:
+                    raise EnvelopeRejected("wrong-key")
+                keys = [HybridKey.for_recipient(keys[0], envelope.kem_params, self._kem_key)]
             opened = open_envelope(
                 envelope,
                 keys,

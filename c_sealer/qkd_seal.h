@@ -1,8 +1,10 @@
 /* qkd_seal: reference sealer of qkd-notary envelopes (version 1) for device firmware.
  * The byte format is docs/envelope-spec.md, checked byte for byte against tests/vectors.
  * Cryptography is mbedTLS (AES-256-GCM, Poly1305); nothing here is a cipher of its own.
+ * Modes otp and aead; hybrid needs ML-KEM, which mbedTLS lacks (spec section 10).
  * The sealer draws no randomness: an aead nonce is an input, which firmware takes from its
- * TRNG (it must never repeat under one session key) and tests fix. */
+ * TRNG (it must never repeat under one session key) and tests fix. A telemetry document
+ * may say how its keys came ("key_delivery", spec section 7): only what is true of it. */
 #ifndef QKD_SEAL_H
 #define QKD_SEAL_H
 

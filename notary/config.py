@@ -7,6 +7,13 @@ machine with no external service: SQLite in the data directory, the embedded cha
 
 The admin bearer token is never a setting: it lives in ``<data_dir>/admin.token`` (mode
 0600), created on first use, so it cannot leak through ``ps`` or a process environment.
+
+The ML-KEM-768 key of ``hybrid`` envelopes lives in ``<data_dir>/kem-mlkem768.key``
+(PKCS#8 PEM, mode 0600, refused if anyone else can read it; ``kem_key_file`` points
+elsewhere, e.g. at a secret shared by several instances), with its public half beside it
+(``.pub``) for devices to pin. ``qkd-notary init`` creates the pair (:func:`create_kem_key`);
+the service never does, so a lost key is an error, not a silent new key that every pinned
+device would then fail against.
 """
 
 from __future__ import annotations
@@ -20,16 +27,21 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from notary.partition import Partition
+from qkd_channel.hybrid import KEMPrivateKey, KEMPublicKey, ensure_key_pair, public_key_path
 
 __all__ = [
     "ADMIN_TOKEN_FILE",
+    "KEM_KEY_FILE",
     "POSTGRES_SCHEMES",
     "AnchorMode",
     "NotarySettings",
+    "create_kem_key",
+    "load_kem_key",
     "load_or_create_admin_token",
 ]
 
 ADMIN_TOKEN_FILE = "admin.token"
+KEM_KEY_FILE = "kem-mlkem768.key"
 #: URL schemes of PostgreSQL databases (passed to libpq as they are).
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -86,6 +98,11 @@ class NotarySettings(BaseSettings):
         default=5.0,
         gt=0,
         description="How often anchored batches are re-checked against the chain",
+    )
+    kem_key_file: Path | None = Field(
+        default=None,
+        description="ML-KEM-768 private key of hybrid envelopes (PKCS#8 PEM, mode 0600); "
+        f"default <data_dir>/{KEM_KEY_FILE}",
     )
     key_stock_warn_s: float = Field(
         default=900.0,
@@ -160,6 +177,29 @@ class NotarySettings(BaseSettings):
     @property
     def admin_token_path(self) -> Path:
         return self.data_dir / ADMIN_TOKEN_FILE
+
+    @property
+    def kem_key_path(self) -> Path:
+        return self.kem_key_file or self.data_dir / KEM_KEY_FILE
+
+    @property
+    def kem_public_key_path(self) -> Path:
+        """The public half, PEM, beside the private key: what devices pin."""
+        return public_key_path(self.kem_key_path)
+
+
+def load_kem_key(settings: NotarySettings) -> KEMPrivateKey | None:
+    """The notary's ML-KEM key, or ``None`` when there is none (then hybrid envelopes are
+    refused). A file that exists but cannot be used raises ``KEMKeyError``."""
+    if not settings.kem_key_path.exists():
+        return None
+    return KEMPrivateKey.load(settings.kem_key_path)
+
+
+def create_kem_key(settings: NotarySettings) -> tuple[KEMPublicKey, bool]:
+    """The notary's ML-KEM public key, the pair generated first if there is none (private
+    key 0600, public key PEM beside it); ``True`` when it was generated now."""
+    return ensure_key_pair(settings.kem_key_path)
 
 
 def load_or_create_admin_token(data_dir: Path) -> str:

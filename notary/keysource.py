@@ -5,7 +5,8 @@ KME client's: ``KeysRejected`` when the keys cannot be delivered to us for that 
 (unknown, already delivered, bound to another device's SAE — an authentication failure of
 the envelope) and ``KeysUnavailable`` when the KME is down or out of stock (retry later).
 
-* :class:`KMEKeySource` talks ETSI GS QKD 014 to a real KME via ``AsyncKMEClient``.
+* :class:`KMEKeySource` talks ETSI GS QKD 014 to a real KME via ``AsyncKMEClient``, and
+  learns from the KME's Status what link feeds the keys of each device SAE.
 * :class:`InMemoryKeySource` is an in-process key buffer with the same delivery rule as a
   KME (each key handed out once, only for its master SAE, all or nothing); tests and
   single-process set-ups deposit keys into it.
@@ -16,14 +17,15 @@ the envelope) and ``KeysUnavailable`` when the KME is down or out of stock (retr
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import logging
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from notary.errors import KeysRejected, KeysUnavailable
+from notary.logging import log_event
 from qkd_channel.errors import (
     KMEError,
     KMERequestRejected,
@@ -32,42 +34,33 @@ from qkd_channel.errors import (
 )
 from qkd_channel.keys import QKDKey
 from qkd_channel.kme.client import AsyncKMEClient
-from qkd_channel.security_levels import Hop
+from qkd_channel.security_levels import Hop, link_hop_of_status
 
 __all__ = [
     "CoalescingKeySource",
     "InMemoryKeySource",
     "KMEKeySource",
     "KeySource",
-    "delivery_hop_of",
 ]
 
-
-def delivery_hop_of(kme_url: str) -> Hop:
-    """How keys from the KME at ``kme_url`` reach us: a loopback address never crosses a
-    network (``local``); anything else is TLS, whose classical key exchange a future
-    quantum computer could break (Python's TLS offers no hybrid post-quantum group)."""
-    host = urlsplit(kme_url).hostname or ""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    return Hop.LOCAL if loopback else Hop.TLS
+log = logging.getLogger("notary.keysource")
 
 
 class KeySource(Protocol):
     """Slave-SAE access to QKD keys by key ID, and how those keys travel.
 
-    ``link_hop`` and ``delivery_hop`` are the notary's side of a record's key path
-    (:mod:`qkd_channel.security_levels`): how the keys crossed between the KMEs, as the KME
-    reports it (``unreported`` until it does), and how they reach the notary.
+    :meth:`link_hop` and ``delivery_hop`` are the notary's side of a record's key path
+    (:mod:`qkd_channel.security_levels`): how the keys a master SAE shares with us crossed
+    between the KMEs, as the KME reports it (``unreported`` unless it does), and how they
+    reach the notary.
     """
 
     @property
-    def link_hop(self) -> Hop: ...
-
-    @property
     def delivery_hop(self) -> Hop: ...
+
+    async def link_hop(self, master_sae_id: str) -> Hop:
+        """How keys shared with ``master_sae_id`` crossed between the KMEs. Never raises:
+        whatever cannot be learnt is ``unreported``."""
 
     async def dec_keys(self, master_sae_id: str, key_ids: Sequence[str]) -> list[QKDKey]:
         """The keys named by ``key_ids`` that ``master_sae_id`` obtained, each exactly once.
@@ -95,6 +88,11 @@ class KMEKeySource:
     dozens of concurrent devices share one.
     """
 
+    #: How long a KME's report of a pair's link is believed before it is asked again.
+    LINK_REPORT_TTL_S = 60.0
+    #: After a failed Status request, how long the pair stays ``unreported`` unasked.
+    LINK_RETRY_S = 5.0
+
     def __init__(
         self,
         client: AsyncKMEClient,
@@ -102,12 +100,16 @@ class KMEKeySource:
         notary_sae_id: str | None = None,
         max_in_flight: int = 32,
         delivery_hop: Hop = Hop.TLS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``delivery_hop``: how keys reach the notary (:func:`delivery_hop_of`)."""
+        """``delivery_hop``: how keys reach the notary
+        (:func:`~qkd_channel.security_levels.delivery_hop_of` of the KME's URL)."""
         self._client = client
-        #: The KME does not say (yet) what feeds its key buffer: never assume a QKD link.
-        self.link_hop = Hop.UNREPORTED
         self.delivery_hop = delivery_hop
+        self._clock = clock
+        #: Per master SAE: (believed until, hop), and the Status request in flight if any.
+        self._links: dict[str, tuple[float, Hop]] = {}
+        self._link_queries: dict[str, asyncio.Task[Hop]] = {}
         self._notary_sae_id = notary_sae_id
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight = 0
@@ -133,6 +135,38 @@ class KMEKeySource:
         except KMEError as exc:
             raise KeysUnavailable("the KME answered outside the protocol") from exc
 
+    async def link_hop(self, master_sae_id: str) -> Hop:
+        """What the KME's Status for this SAE pair reports about the link (its
+        ``status_extension``), cached for :attr:`LINK_REPORT_TTL_S`. A KME that reports
+        nothing, or cannot be asked, yields ``unreported``: never a stronger guess."""
+        cached = self._links.get(master_sae_id)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        query = self._link_queries.get(master_sae_id)
+        if query is None:  # concurrent envelopes of one device share one Status request
+            query = asyncio.ensure_future(self._ask_link(master_sae_id))
+            self._link_queries[master_sae_id] = query
+            query.add_done_callback(lambda _: self._link_queries.pop(master_sae_id, None))
+        return await asyncio.shield(query)
+
+    async def _ask_link(self, master_sae_id: str) -> Hop:
+        try:
+            async with self._slots:
+                status = await self._client.status(master_sae_id)
+        except KMEError as exc:
+            log_event(
+                log,
+                logging.WARNING,
+                "link not learnt from the KME; records say unreported",
+                sae_id=master_sae_id,
+                error=type(exc).__name__,
+            )
+            self._links[master_sae_id] = (self._clock() + self.LINK_RETRY_S, Hop.UNREPORTED)
+            return Hop.UNREPORTED
+        hop = link_hop_of_status(status.status_extension)
+        self._links[master_sae_id] = (self._clock() + self.LINK_REPORT_TTL_S, hop)
+        return hop
+
     async def stock(self, master_sae_id: str) -> int | None:
         # ETSI 014 reports stock per (caller, peer SAE) pair: the notary asks about the link
         # to a device SAE from its own side, as the master of that status query.
@@ -146,6 +180,8 @@ class KMEKeySource:
         return status.stored_key_count
 
     async def aclose(self) -> None:
+        for query in list(self._link_queries.values()):
+            query.cancel()
         await self._client.aclose()
 
 
@@ -158,7 +194,7 @@ class InMemoryKeySource:
     """
 
     def __init__(self, *, link_hop: Hop = Hop.UNREPORTED) -> None:
-        self.link_hop = link_hop
+        self._link = link_hop
         self.delivery_hop = Hop.LOCAL
         self._keys: dict[str, tuple[str, QKDKey]] = {}
         self._lock = threading.Lock()
@@ -184,6 +220,9 @@ class InMemoryKeySource:
             for key_id in key_ids:
                 del self._keys[key_id]
         return [entry[1] for entry in found if entry is not None]
+
+    async def link_hop(self, master_sae_id: str) -> Hop:
+        return self._link
 
     async def stock(self, master_sae_id: str) -> int | None:
         if not self.available:
@@ -289,9 +328,8 @@ class CoalescingKeySource:
         if not waiter.future.done():
             waiter.future.set_result(keys)
 
-    @property
-    def link_hop(self) -> Hop:
-        return self._inner.link_hop
+    async def link_hop(self, master_sae_id: str) -> Hop:
+        return await self._inner.link_hop(master_sae_id)
 
     @property
     def delivery_hop(self) -> Hop:

@@ -7,10 +7,15 @@ Steps, in order (DESIGN.md section 5), each failure a specific ``IntakeRejected`
 3. a byte-identical resend of an accepted envelope is a replay (409, with its record ID);
 4. device lookup, cached: unknown or deactivated devices are refused (401) *before* any
    key is fetched, so nobody can make the notary burn keys for a device it does not serve;
-5. keys: AEAD session keys come from a short-lived cache; everything else from the KME with
-   the device's SAE as master (merged with concurrent requests by the key source). The KME
-   only releases keys that SAE obtained, which is what binds keys to a device (401);
-6. constant-time MAC check, then decryption (``open_envelope``; 401 on any failure);
+   likewise a ``hybrid`` envelope for an ML-KEM key this notary does not hold (or when it
+   holds none);
+5. keys: ``aead``/``hybrid`` session keys come from a short-lived cache, each usable in its
+   own mode only; everything else from the KME with the device's SAE as master (merged
+   with concurrent requests by the key source). The KME only releases keys that SAE
+   obtained, which is what binds keys to a device (401). The link those keys crossed is
+   what the KME reports for that SAE pair (cached by the key source);
+6. ``hybrid``: decapsulation and the key combination (:mod:`qkd_channel.hybrid`); then the
+   constant-time MAC check and decryption (``open_envelope``; 401 on any failure);
 7. telemetry schema of the plaintext (422);
 8. one storage transaction: sequence strictly above the device's last (409), firmware
    attestation, outbox entry, keys marked consumed. Only after its commit does the caller
@@ -48,6 +53,7 @@ from notary.storage.base import DeviceEventKind, DeviceRow, NewRecord, Store
 from notary.telemetry import parse_document, payload_hash, record_id, record_salt
 from qkd_channel.envelope import Envelope, Mode, open_envelope
 from qkd_channel.errors import EnvelopeRejected
+from qkd_channel.hybrid import KEM_KEY_ID_BYTES, HybridKey, KEMPrivateKey
 from qkd_channel.keys import QKDKey
 from qkd_channel.security_levels import Hop, KeyPath
 
@@ -73,6 +79,7 @@ class Accepted:
 @dataclass
 class _Session:
     device_id: str
+    mode: Mode  #: the session key serves envelopes of this mode only
     key: QKDKey = field(repr=False)
     expires_at: float
 
@@ -107,8 +114,11 @@ class IntakePipeline:
         max_sessions: int = 100_000,
         on_accepted: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        kem_key: KEMPrivateKey | None = None,
     ) -> None:
+        """``kem_key``: the notary's ML-KEM-768 key; without it ``hybrid`` is refused."""
         self._store = store
+        self._kem_key = kem_key
         self._keys = keys
         self._notary_id = notary_id
         self._metrics = metrics
@@ -178,6 +188,8 @@ class IntakePipeline:
         if lookup.replay_of is not None:
             raise ReplayDetected("this envelope was already accepted", record_id=lookup.replay_of)
         device = await self._device(envelope.sender)
+        if envelope.mode is Mode.HYBRID:
+            self._check_kem_recipient(envelope)
         retained = self._retained.pop(envelope_digest, None)
         if (
             retained is not None
@@ -187,8 +199,9 @@ class IntakePipeline:
             keys = [retained.key, *retained.more]
         else:
             keys = await self._obtain_keys(envelope, device, key_reused=bool(lookup.consumed))
+        link = await self._keys.link_hop(device.sae_id)  # cached; what the KME reports
         try:
-            record = self._verify(envelope, device, keys, envelope_digest)
+            record = self._verify(envelope, device, keys, envelope_digest, link)
             outcome = await self._store.accept(record)
         except IntakeRejected:
             if envelope.mode is Mode.OTP:
@@ -211,9 +224,15 @@ class IntakePipeline:
         )
 
     def _verify(
-        self, envelope: Envelope, device: DeviceRow, keys: list[QKDKey], envelope_digest: str
+        self,
+        envelope: Envelope,
+        device: DeviceRow,
+        keys: list[QKDKey],
+        envelope_digest: str,
+        link: Hop,
     ) -> NewRecord:
         try:
+            keys = self._opening_keys(envelope, keys)
             opened = open_envelope(
                 envelope,
                 keys,
@@ -225,7 +244,7 @@ class IntakePipeline:
         document = parse_document(opened.plaintext)
         salt = record_salt(envelope, keys)
         key_path = KeyPath(
-            link=self._keys.link_hop,
+            link=link,
             device=Hop(document.key_delivery or Hop.UNREPORTED),
             notary=self._keys.delivery_hop,
         )
@@ -260,14 +279,36 @@ class IntakePipeline:
             raise AuthenticationFailed("device-inactive")
         return device
 
+    def _check_kem_recipient(self, envelope: Envelope) -> None:
+        """Refuse a hybrid envelope we could never open before any key is spent on it."""
+        if self._kem_key is None:
+            raise AuthenticationFailed("hybrid-not-configured")
+        if len(envelope.key_ids) != 1:
+            raise AuthenticationFailed("wrong-key")  # a session names one QKD key
+        if envelope.kem_params[:KEM_KEY_ID_BYTES] != self._kem_key.public_key.key_id:
+            raise AuthenticationFailed("unknown-kem-key")  # a public ID, not a secret
+
+    def _opening_keys(self, envelope: Envelope, keys: list[QKDKey]) -> list[QKDKey]:
+        """The keys ``open_envelope`` takes: for ``hybrid`` the combination of the QKD
+        session key with the decapsulated ML-KEM secret (raises ``EnvelopeRejected``)."""
+        if envelope.mode is not Mode.HYBRID:
+            return keys
+        if self._kem_key is None or len(keys) != 1:
+            raise EnvelopeRejected("hybrid-not-configured" if len(keys) == 1 else "wrong-key")
+        return [HybridKey.for_recipient(keys[0], envelope.kem_params, self._kem_key)]
+
     async def _obtain_keys(
         self, envelope: Envelope, device: DeviceRow, *, key_reused: bool
     ) -> list[QKDKey]:
-        if envelope.mode is Mode.AEAD and len(envelope.key_ids) == 1:
+        if envelope.mode.uses_sessions and len(envelope.key_ids) == 1:
             session = self._session(envelope.key_ids[0])
             if session is not None:
                 if session.device_id != device.device_id:
                     raise AuthenticationFailed("key-not-bound")
+                if session.mode is not envelope.mode:
+                    # One QKD key never serves two modes: a hybrid session's key used as a
+                    # bare AES key (or the reverse) is a downgrade or a confusion attempt.
+                    raise AuthenticationFailed("key-mode-mismatch")
                 return [session.key]
         if key_reused:
             # The KME would refuse too; asking it would only cost a round trip.
@@ -279,11 +320,11 @@ class IntakePipeline:
         self._metrics.key_bytes.labels(envelope.mode.value).inc(
             sum(len(key.material) for key in keys)
         )
-        if envelope.mode is Mode.AEAD and len(keys) == 1:
+        if envelope.mode.uses_sessions and len(keys) == 1:
             # Cached even if this envelope then fails its tag: the key genuinely belongs to
             # this device's SAE (the KME checked), and dropping it would let one forged
             # envelope kill the device's session.
-            self._remember_session(device.device_id, keys[0])
+            self._remember_session(device.device_id, envelope.mode, keys[0])
         return keys
 
     def _session(self, key_id: str) -> _Session | None:
@@ -293,14 +334,14 @@ class IntakePipeline:
             return None
         return session
 
-    def _remember_session(self, device_id: str, key: QKDKey) -> None:
+    def _remember_session(self, device_id: str, mode: Mode, key: QKDKey) -> None:
         now = self._clock()
         if len(self._sessions) >= self._max_sessions:
             for key_id in [k for k, s in self._sessions.items() if s.expires_at <= now]:
                 del self._sessions[key_id]
             while len(self._sessions) >= self._max_sessions:
                 del self._sessions[next(iter(self._sessions))]
-        self._sessions[key.key_id] = _Session(device_id, key, now + self._session_ttl)
+        self._sessions[key.key_id] = _Session(device_id, mode, key, now + self._session_ttl)
 
     def _retain(self, envelope_digest: str, device_id: str, keys: list[QKDKey]) -> None:
         now = self._clock()

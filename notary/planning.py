@@ -10,7 +10,8 @@ outruns the link, how long the buffer lasts.
 Consumption per message, exactly as the device SDK spends it (``qkd_device``):
 
 * ``otp``: ``len(document) + 32`` bytes (one-time pad and a one-time Poly1305 key), where
-  the document is the sealed JSON (``qkd_device.records.build_document``) around a reading;
+  the document is the sealed JSON (``qkd_device.records.build_document``) around a reading,
+  with the ``key_delivery`` report the SDK adds (counted as ``"local"``, the longer value);
 * ``aead`` and ``hybrid``: one 32-byte key per session; a session ends after
   ``session_messages`` messages or ``session_age_s`` seconds, whichever comes first (the
   SDK's defaults: 10,000 and 600 s). ``hybrid`` adds an ML-KEM encapsulation per session,
@@ -36,8 +37,9 @@ DEFAULT_SESSION_AGE_S = 600.0
 
 def document_overhead() -> int:
     """Bytes the sealed document adds around a reading: what the SDK's own
-    ``build_document`` produces for an empty reading (``{}``), minus those two bytes."""
-    return len(build_document("0" * 64, {})) - 2
+    ``build_document`` produces for an empty reading (``{}``) with its key-delivery report,
+    minus those two bytes."""
+    return len(build_document("0" * 64, {}, key_delivery="local")) - 2
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,7 +32,7 @@ from notary.chain.client import ChainClient
 from notary.chain.deployment import Deployment, load_deployment
 from notary.chain.merkle import MerkleTree, record_leaf
 from notary.chain_source import ChainSource
-from notary.config import AnchorMode, NotarySettings, load_or_create_admin_token
+from notary.config import AnchorMode, NotarySettings, load_kem_key, load_or_create_admin_token
 from notary.errors import (
     AccessDenied,
     ChainMisconfigured,
@@ -43,7 +43,7 @@ from notary.errors import (
     RecordNotFound,
     ServiceUnavailable,
 )
-from notary.keysource import CoalescingKeySource, KeySource, KMEKeySource, delivery_hop_of
+from notary.keysource import CoalescingKeySource, KeySource, KMEKeySource
 from notary.logging import log_event
 from notary.metrics import NotaryMetrics
 from notary.mqtt import MQTTIntake
@@ -63,7 +63,9 @@ from notary.storage.base import (
     RecordStatus,
     Store,
 )
+from qkd_channel.hybrid import KEMPrivateKey
 from qkd_channel.kme.client import AsyncKMEClient
+from qkd_channel.security_levels import delivery_hop_of
 
 __all__ = ["CheckResult", "NotaryService", "anchor_proofs", "kme_key_source"]
 
@@ -151,9 +153,11 @@ class NotaryService:
         chain_source: ChainSource | None = None,
         metrics: NotaryMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        kem_key: KEMPrivateKey | None = None,
     ) -> None:
         """``chain``: an open client to anchor through; or ``chain_source``: opened in the
-        background by :meth:`start` (the node may be down), re-opened on redeployment."""
+        background by :meth:`start` (the node may be down), re-opened on redeployment.
+        ``kem_key``: the ML-KEM-768 key ``hybrid`` envelopes are sealed to (none: refused)."""
         self.settings = settings
         self.store = store
         self.keys = keys
@@ -174,7 +178,10 @@ class NotaryService:
             max_envelope_bytes=settings.max_envelope_bytes,
             aead_session_ttl_s=settings.aead_session_ttl_s,
             clock=clock,
+            kem_key=kem_key,
         )
+        #: What devices pin for ``hybrid`` (``None``: this notary refuses hybrid envelopes).
+        self.kem_public_key = None if kem_key is None else kem_key.public_key
         self.mqtt: MQTTIntake | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -202,9 +209,10 @@ class NotaryService:
         chain_source: ChainSource | None = None,
     ) -> NotaryService:
         """Open the store ``settings.database_url`` names (SQLite in the data directory by
-        default) and the admin token; reach the KME the settings name unless a key source
-        is given; anchor through ``chain`` if given."""
+        default), the admin token and the ML-KEM key if there is one; reach the KME the
+        settings name unless a key source is given; anchor through ``chain`` if given."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        kem_key = load_kem_key(settings)  # before opening anything: a bad key file refuses
         return cls(
             settings,
             store=open_store(settings),
@@ -212,6 +220,7 @@ class NotaryService:
             admin_token=load_or_create_admin_token(settings.data_dir),
             chain=chain,
             chain_source=chain_source,
+            kem_key=kem_key,
         )
 
     def attach_chain(self, chain: AnchorChain) -> None:

@@ -3,7 +3,7 @@
 The byte-exact format, for implementations in other languages, is ``docs/envelope-spec.md``
 (with known-answer vectors in ``tests/vectors``); this docstring summarises it.
 
-Two modes, and every envelope names its own so nobody mistakes one for the other:
+Three modes, and every envelope names its own so nobody mistakes one for another:
 
 ``otp``
     One-time pad for confidentiality (information-theoretic) and a one-time Poly1305 key
@@ -13,6 +13,11 @@ Two modes, and every envelope names its own so nobody mistakes one for the other
     AES-256-GCM under a 32-byte QKD session key that the sender reuses for several
     messages (random 96-bit nonces) and rotates by count/time (:class:`AEADSession`).
     Computational security only.
+``hybrid``
+    ``aead`` under a :class:`~qkd_channel.hybrid.HybridKey`: HKDF over the QKD session key
+    and an ML-KEM-768 shared secret encapsulated to the recipient's public key, so the
+    messages stay confidential if either the QKD key path or ML-KEM holds
+    (:mod:`qkd_channel.hybrid`). Same sessions, rotation and 16-byte GCM tag as ``aead``.
 
 Key consumption order (``otp``), fixed and documented so both ends agree: the material of
 the keys named in the header is concatenated in header order; bytes ``[0, 32)`` are the
@@ -25,13 +30,14 @@ big-endian; ``str`` fields are UTF-8 with a 1-byte length, ``bytes`` with a 4-by
 
     magic      4 bytes  b"QKDE"
     version    1 byte   1
-    mode       1 byte   1 = otp, 2 = aead
+    mode       1 byte   1 = otp, 2 = aead, 3 = hybrid
     sender     str      device ID or party ID of the sealer
     recipient  str      who may open it (the notary's ID, the counterparty's ID)
     sequence   8 bytes  strictly increasing per sender (replay protection is the receiver's)
     timestamp  8 bytes  milliseconds since the Unix epoch, as the sender's clock said
     key count  1 byte   then each key ID as 16 raw UUID bytes
-    nonce      bytes    12 bytes in aead mode, empty in otp mode
+    nonce      bytes    the mode parameters: empty in otp, the 12-byte GCM nonce in aead,
+                        kem_key_id (8) || kem_ct (1088) || GCM nonce (12) in hybrid
     -- end of header (the authenticated data) --
     ciphertext bytes
     tag        16 bytes
@@ -70,6 +76,7 @@ from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from qkd_channel import boundedjson
 from qkd_channel.errors import EnvelopeRejected, KeyMaterialExhausted, SessionExpired
+from qkd_channel.hybrid import KEM_PARAMS_BYTES, HybridKey
 from qkd_channel.keys import QKDKey
 
 __all__ = [
@@ -106,10 +113,18 @@ class Mode(enum.StrEnum):
 
     OTP = "otp"  #: one-time pad + one-time Poly1305 (information-theoretic)
     AEAD = "aead"  #: AES-256-GCM under a QKD session key (computational)
+    HYBRID = "hybrid"  #: AES-256-GCM under HKDF(QKD session key, ML-KEM-768 secret)
+
+    @property
+    def uses_sessions(self) -> bool:
+        """Whether one QKD key serves a session of messages (``aead``, ``hybrid``)."""
+        return self is not Mode.OTP
 
 
-_MODE_CODES = {Mode.OTP: 1, Mode.AEAD: 2}
+_MODE_CODES = {Mode.OTP: 1, Mode.AEAD: 2, Mode.HYBRID: 3}
 _CODE_MODES = {code: mode for mode, code in _MODE_CODES.items()}
+#: Length of the mode-parameter (``nonce``) field in each mode.
+_PARAMS_BYTES = {Mode.OTP: 0, Mode.AEAD: NONCE_BYTES, Mode.HYBRID: KEM_PARAMS_BYTES + NONCE_BYTES}
 
 
 def keys_needed(mode: Mode, plaintext_len: int) -> int:
@@ -118,7 +133,7 @@ def keys_needed(mode: Mode, plaintext_len: int) -> int:
         raise ValueError("plaintext length cannot be negative")
     if mode is Mode.OTP:
         return plaintext_len + MAC_KEY_BYTES
-    return AEAD_KEY_BYTES
+    return AEAD_KEY_BYTES  # aead and hybrid: one session key, for many messages
 
 
 class OneTimePad:
@@ -174,6 +189,18 @@ class Envelope:
 
     def __post_init__(self) -> None:
         _check_header_fields(self)
+
+    @property
+    def kem_params(self) -> bytes:
+        """``kem_key_id || kem_ct`` of a ``hybrid`` envelope (empty in other modes)."""
+        return self.nonce[:-NONCE_BYTES] if self.mode is Mode.HYBRID else b""
+
+    @property
+    def gcm_nonce(self) -> bytes:
+        """The 12-byte AES-GCM nonce of an ``aead`` or ``hybrid`` envelope (the last 12
+        bytes of its mode parameters; empty in ``otp``): what must never repeat under one
+        session key."""
+        return self.nonce[-NONCE_BYTES:] if self.mode.uses_sessions else b""
 
     def header_bytes(self) -> bytes:
         """The canonical binary header: exactly the data the tag authenticates."""
@@ -283,13 +310,19 @@ def seal(
 
     ``otp`` needs at least :func:`keys_needed` bytes across ``keys`` (consumed in the
     documented order; a key should never be passed to ``seal`` twice). ``aead`` takes exactly
-    one 32-byte session key; prefer :class:`AEADSession`, which enforces rotation.
+    one 32-byte session key, ``hybrid`` exactly one :class:`~qkd_channel.hybrid.HybridKey`;
+    prefer :class:`AEADSession`, which enforces rotation.
     """
     mode = Mode(mode)
     if timestamp_ms is None:
         timestamp_ms = time.time_ns() // 1_000_000
     key_ids = tuple(key.key_id for key in keys)
-    nonce = os.urandom(NONCE_BYTES) if mode is Mode.AEAD else b""
+    if mode is Mode.OTP:
+        nonce = b""
+    else:
+        session_key = _session_key(keys, mode)
+        prefix = session_key.kem_params if isinstance(session_key, HybridKey) else b""
+        nonce = prefix + os.urandom(NONCE_BYTES)
     draft = Envelope(
         mode, sender, recipient, sequence, timestamp_ms, key_ids, nonce, b"", bytes(TAG_BYTES)
     )
@@ -302,7 +335,7 @@ def seal(
         ciphertext = _xor(plaintext, stream)
         tag = Poly1305.generate_tag(mac_key, header + ciphertext)
     else:
-        sealed = AESGCM(_single_session_key(keys)).encrypt(nonce, plaintext, header)
+        sealed = AESGCM(session_key.material).encrypt(draft.gcm_nonce, plaintext, header)
         ciphertext, tag = sealed[:-TAG_BYTES], sealed[-TAG_BYTES:]
     return dataclasses.replace(draft, ciphertext=ciphertext, tag=tag)
 
@@ -316,9 +349,11 @@ def open_envelope(
 ) -> Opened:
     """Verify and decrypt. Every failure raises the same ``EnvelopeRejected``.
 
-    ``keys`` must contain the keys named in the header (extra keys are ignored). The tag is
-    checked before anything is decrypted, in constant time. Sender and recipient are
-    checked after the tag, so they are authenticated values, not attacker claims.
+    ``keys`` must contain the keys named in the header (extra keys are ignored); for a
+    ``hybrid`` envelope, the :class:`~qkd_channel.hybrid.HybridKey` its recipient derives
+    (:meth:`~qkd_channel.hybrid.HybridKey.for_recipient`). The tag is checked before
+    anything is decrypted, in constant time. Sender and recipient are checked after the
+    tag, so they are authenticated values, not attacker claims.
     """
     by_id = _index_keys(keys)
     try:
@@ -350,24 +385,34 @@ def derive_secret(
     header``. The notary derives its records' commitment salts this way, so the device can
     recompute the salt of its own record without the notary ever publishing it. The keys
     are one-time (``otp``) or rotated (``aead``); the derived value reveals nothing usable
-    about them (HKDF is a PRF keyed by the material).
+    about them (HKDF is a PRF keyed by the material). A ``hybrid`` envelope's secrets come
+    from its hybrid key, so they too stay secret if either the QKD key or ML-KEM does.
     """
     if not label:
         raise ValueError("a derived secret needs a domain-separation label")
     by_id = _index_keys(keys)
     try:
-        material = b"".join(by_id[key_id].material for key_id in envelope.key_ids)
+        named = [by_id[key_id] for key_id in envelope.key_ids]
     except KeyError:
         raise KeyMaterialExhausted("a key named in the envelope header is missing") from None
+    hybrid = [key for key in named if isinstance(key, HybridKey)]
+    if (envelope.mode is Mode.HYBRID) != bool(hybrid) or any(
+        key.kem_params != envelope.kem_params for key in hybrid
+    ):
+        raise ValueError("a hybrid envelope's secrets derive from its own hybrid key, only")
+    material = b"".join(key.material for key in named)
     info = label + envelope.header_bytes()
     return HKDF(algorithm=SHA256(), length=length, salt=None, info=info).derive(material)
 
 
 class AEADSession:
-    """Sender-side AES-256-GCM session under one QKD key, rotated by count and age.
+    """Sender-side AES-256-GCM session under one key, rotated by count and age.
 
-    Random 96-bit nonces keep the collision probability below 2**-32 for up to 2**32
-    messages; the default limit is far lower, so a session key is retired long before.
+    The key is a 32-byte QKD key (``aead`` envelopes) or a
+    :class:`~qkd_channel.hybrid.HybridKey` (``hybrid`` envelopes: one ML-KEM encapsulation
+    per session, repeated in each of its envelopes); :attr:`mode` says which. Random 96-bit
+    nonces keep the collision probability below 2**-32 for up to 2**32 messages; the
+    default limit is far lower, so a session key is retired long before.
     """
 
     def __init__(
@@ -386,6 +431,7 @@ class AEADSession:
         self._clock = clock
         self._started = clock()
         self._used = 0
+        self.mode = Mode.HYBRID if isinstance(key, HybridKey) else Mode.AEAD
 
     @property
     def key_id(self) -> str:
@@ -416,7 +462,7 @@ class AEADSession:
             sender=sender,
             recipient=recipient,
             sequence=sequence,
-            mode=Mode.AEAD,
+            mode=self.mode,
             keys=[self._key],
             timestamp_ms=timestamp_ms,
         )
@@ -438,22 +484,31 @@ def _open_otp(envelope: Envelope, keys: Sequence[QKDKey], header: bytes) -> byte
 
 
 def _open_aead(envelope: Envelope, keys: Sequence[QKDKey], header: bytes) -> bytes:
+    """``aead`` and ``hybrid``: the GCM nonce is the last 12 bytes of the mode parameters."""
     try:
-        session_key = _single_session_key(keys)
+        session_key = _session_key(keys, envelope.mode)
     except ValueError:
-        raise EnvelopeRejected("wrong-key-size") from None
+        raise EnvelopeRejected("wrong-key") from None  # a bad size, or the other mode's kind
+    if isinstance(session_key, HybridKey) and not hmac.compare_digest(
+        session_key.kem_params, envelope.kem_params
+    ):
+        raise EnvelopeRejected("kem-mismatch")
     try:
-        return AESGCM(session_key).decrypt(
-            envelope.nonce, envelope.ciphertext + envelope.tag, header
+        return AESGCM(session_key.material).decrypt(
+            envelope.gcm_nonce, envelope.ciphertext + envelope.tag, header
         )
     except InvalidTag:
         raise EnvelopeRejected("bad-tag") from None
 
 
-def _single_session_key(keys: Sequence[QKDKey]) -> bytes:
+def _session_key(keys: Sequence[QKDKey], mode: Mode) -> QKDKey:
+    """The one 256-bit key of an ``aead`` or ``hybrid`` envelope, of the mode's own kind: a
+    hybrid key never serves ``aead`` nor a bare QKD key ``hybrid`` (no mode confusion)."""
     if len(keys) != 1 or len(keys[0].material) != AEAD_KEY_BYTES:
-        raise ValueError("aead mode takes exactly one 256-bit session key")
-    return keys[0].material
+        raise ValueError(f"{mode} mode takes exactly one 256-bit session key")
+    if isinstance(keys[0], HybridKey) != (mode is Mode.HYBRID):
+        raise ValueError("hybrid mode takes a HybridKey, aead mode a plain QKD key")
+    return keys[0]
 
 
 def _index_keys(keys: Sequence[QKDKey] | Mapping[str, QKDKey]) -> dict[str, QKDKey]:
@@ -483,9 +538,9 @@ def _check_header_fields(env: Envelope) -> None:
     if len(set(canonical)) != len(canonical):
         raise ValueError("key IDs must be distinct")
     object.__setattr__(env, "key_ids", canonical)
-    expected_nonce = NONCE_BYTES if env.mode is Mode.AEAD else 0
+    expected_nonce = _PARAMS_BYTES[env.mode]
     if len(env.nonce) != expected_nonce:
-        raise ValueError(f"{env.mode} envelopes carry a {expected_nonce}-byte nonce")
+        raise ValueError(f"{env.mode} envelopes carry {expected_nonce} bytes of mode parameters")
     if len(env.tag) != TAG_BYTES:
         raise ValueError("tag must be 16 bytes")
     if len(env.ciphertext) > MAX_CIPHERTEXT_BYTES:

@@ -13,6 +13,7 @@ Hierarchy (each module adds its specific subclasses here, so callers can catch b
     ├── EnvelopeRejected       a sealed envelope failed to open (one reason, deliberately vague)
     ├── KeyMaterialExhausted   the sealer was given fewer key bytes than the envelope needs
     ├── SessionExpired         an AEAD session key is due for rotation
+    ├── KEMKeyError            an ML-KEM key is missing, malformed, exposed or unsupported
     └── LinkParameterError     a link description is invalid (also a ValueError)
 
 No exception text ever contains key material.
@@ -27,6 +28,7 @@ __all__ = [
     "EnvelopeRejected",
     "EstimationAborted",
     "HTTPUnreachable",
+    "KEMKeyError",
     "KMEError",
     "KeyMaterialExhausted",
     "LinkAborted",
@@ -80,6 +82,11 @@ class KeyMaterialExhausted(QKDError):
 
 class SessionExpired(QKDError):
     """An AEAD session key reached its message-count or age limit; fetch a new one."""
+
+
+class KEMKeyError(QKDError):
+    """An ML-KEM key (``hybrid`` mode) cannot be used: its file is missing, malformed or
+    readable by others, or this cryptography build has no ML-KEM. Never holds key bytes."""
 
 
 # --- KME (ETSI GS QKD 014) errors -------------------------------------------------------------

@@ -17,6 +17,11 @@ took. The key path has three hops, each labelled with how the key material cross
 reasoning are in ``docs/security-levels.md``. A hop nobody reported counts as the weakest
 kind, so a missing report can only lower a label, never raise it.
 
+Who reports what: the KME says what feeds its key buffer in its ETSI GS QKD 014 Status
+(the vendor field ``status_extension``, read by :func:`link_hop_of_status`); each SAE says
+how it reaches its own KME (:func:`delivery_hop_of`, from the URL its KME client connects
+to). This module imports only the standard library, so a device can use it.
+
 The path travels on-chain as one ``uint32`` (:meth:`KeyPath.code`): byte 0 the link,
 byte 1 the device hop, byte 2 the notary hop, each a :class:`Hop` code.
 """
@@ -24,11 +29,21 @@ byte 1 the device hop, byte 2 the notary hop, each a :class:`Hop` code.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["Hop", "KeyPath", "Level", "SecurityLevels", "derive_levels"]
+__all__ = [
+    "Hop",
+    "KeyPath",
+    "Level",
+    "SecurityLevels",
+    "delivery_hop_of",
+    "derive_levels",
+    "link_hop_of_status",
+]
 
 
 class Hop(enum.StrEnum):
@@ -83,6 +98,10 @@ _HOP_LEVELS = {
     Hop.QKD: Level.INFORMATION_THEORETIC,
     Hop.QKD_TRUSTED_RELAY: Level.INFORMATION_THEORETIC,
 }
+
+
+#: The hops that describe the link between two KMEs (what a KME may report).
+_LINK_HOPS = frozenset({Hop.QKD, Hop.QKD_TRUSTED_RELAY})
 
 
 def _weakest(*levels: Level) -> Level:
@@ -159,16 +178,64 @@ def derive_levels(mode: str, path: KeyPath) -> SecurityLevels:
 
     ``otp``: one-time pad and one-time Poly1305 are information-theoretic, so both levels
     are the path's. ``aead``: AES-256-GCM is computational (quantum-resistant: Grover
-    leaves 128 bits), capped by the path. ``hybrid``: the key also rests on ML-KEM-768, so
-    a classical path cannot lower it below quantum-resistant, and the cipher keeps it there.
+    leaves 128 bits), capped by the path.
+
+    ``hybrid``: the AES-256-GCM key is HKDF over the QKD key *and* an ML-KEM-768 shared
+    secret, so its confidentiality holds if either does; ML-KEM is quantum-resistant, so a
+    classical path cannot lower it below that. Authenticity is another matter: anyone can
+    encapsulate to the notary's public key, so a valid tag proves only knowledge of the QKD
+    key, and authenticity stays the ``aead`` one, capped by the path.
     """
     path_level = path.level
+    aead_level = _weakest(Level.COMPUTATIONAL_QUANTUM_RESISTANT, path_level)
     if mode == "otp":
-        level = path_level
+        confidentiality = authenticity = path_level
     elif mode == "aead":
-        level = _weakest(Level.COMPUTATIONAL_QUANTUM_RESISTANT, path_level)
+        confidentiality = authenticity = aead_level
     elif mode == "hybrid":
-        level = Level.COMPUTATIONAL_QUANTUM_RESISTANT
+        confidentiality, authenticity = Level.COMPUTATIONAL_QUANTUM_RESISTANT, aead_level
     else:
         raise ValueError(f"unknown envelope mode {mode!r}")
-    return SecurityLevels(level, level, trusted_nodes=path.trusted_nodes)
+    return SecurityLevels(confidentiality, authenticity, trusted_nodes=path.trusted_nodes)
+
+
+def delivery_hop_of(kme_url: str) -> Hop:
+    """How keys from the KME at ``kme_url`` reach the SAE that connects there.
+
+    A loopback address (``127.0.0.0/8``, ``::1``, ``localhost``) never crosses a network:
+    ``local``. Anything else is TLS (the KME API is HTTPS with mutual TLS), whose classical
+    key exchange a future quantum computer could break from a recording: ``tls``. Never
+    ``tls-hybrid-pq``: Python's ``ssl`` module here links OpenSSL 3.0, which cannot
+    negotiate a hybrid ML-KEM group, so no client in this project offers one. A host name
+    other than ``localhost`` counts as a network even if it resolves to this machine: the
+    rule can only under-claim. (A loopback port forwarded to a remote KME would defeat it;
+    a deployment that does that must not call it local.)
+    """
+    host = urlsplit(kme_url).hostname or ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    return Hop.LOCAL if loopback else Hop.TLS
+
+
+def link_hop_of_status(extension: Any) -> Hop:
+    """The link hop a KME reports in its Status ``status_extension``, else ``unreported``.
+
+    The KME reports ``{"key_path": {"link": "qkd"}}`` when a direct QKD link feeds its key
+    buffer, ``{"key_path": {"link": "qkd-trusted-relay", "relay_path": [...]}}`` for keys
+    relayed through trusted nodes, and nothing when it has no link source. Anything else
+    (absent, malformed, a hop that is not a link kind) is ``unreported``: a report can
+    lower a label by its absence but never raise one by being garbled.
+    """
+    if not isinstance(extension, Mapping):
+        return Hop.UNREPORTED
+    key_path = extension.get("key_path")
+    link = key_path.get("link") if isinstance(key_path, Mapping) else None
+    if not isinstance(link, str):
+        return Hop.UNREPORTED
+    try:
+        hop = Hop(link)
+    except ValueError:
+        return Hop.UNREPORTED
+    return hop if hop in _LINK_HOPS else Hop.UNREPORTED

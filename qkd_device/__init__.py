@@ -25,6 +25,7 @@ from qkd_channel.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from qkd_channel.envelope import Mode
+    from qkd_channel.hybrid import KEMPublicKey
     from qkd_channel.kme.client import AsyncKMEClient, KMEClient
     from qkd_device.client import AsyncDeviceClient, ClientStats, DeviceClient
     from qkd_device.core import DeliveryReceipt, KeyPlan, RetryPolicy
@@ -64,6 +65,7 @@ __all__ = [
     "DeviceClient",
     "DeviceError",
     "HTTPTransport",
+    "KEMPublicKey",
     "KMEClient",
     "KeyPlan",
     "KeyStock",
@@ -87,6 +89,7 @@ __all__ = [
 #: ``qkd-device --help`` and ``import qkd_device.records`` do not load the whole SDK.
 _HOMES = {
     "Mode": "qkd_channel.envelope",
+    "KEMPublicKey": "qkd_channel.hybrid",
     "AsyncKMEClient": "qkd_channel.kme.client",
     "KMEClient": "qkd_channel.kme.client",
     "AsyncDeviceClient": "qkd_device.client",

@@ -99,7 +99,12 @@ def _delivery_options(parser: argparse.ArgumentParser, *, reading: bool) -> None
         parser.add_argument("reading", nargs="?", help="a JSON object; '-' or none: stdin")
         _option(parser, "--firmware-digest", "SHA-256 of the running firmware, 64 hex")
         _option(parser, "--firmware", "firmware image to hash instead of --firmware-digest")
-        _option(parser, "--mode", "envelope mode", default="otp", choices=("otp", "aead"))
+        _option(parser, "--mode", "envelope mode", default="otp", choices=("otp", "aead", "hybrid"))
+        _option(
+            parser,
+            "--notary-kem-key",
+            "hybrid: the notary's ML-KEM-768 public key (PEM) to pin; check its fingerprint",
+        )
         _option(parser, "--first-sequence", "sequence of a new queue's first envelope", type=int)
         _option(parser, "--wait-anchored", "then wait this long for anchoring", type=float)
         parser.add_argument(
@@ -261,9 +266,16 @@ def _send(args: argparse.Namespace) -> dict[str, Any]:
     extra: dict[str, Any] = {"firmware_digest": digest, "mode": args.mode}
     if args.first_sequence is not None:
         extra["first_sequence"] = args.first_sequence
+    if args.mode == "hybrid":
+        if not args.notary_kem_key:
+            raise _Failure(ExitCode.USAGE, "usage", "--mode hybrid needs --notary-kem-key")
+        from qkd_device import KEMPublicKey
+
+        extra["notary_kem_key"] = KEMPublicKey.load(args.notary_kem_key)
     with _client(args, **extra) as device:
         ack = device.send(reading)
         out = _delivery(ack, show_salt=args.show_salt)
+        out["key_delivery"] = device.key_delivery
         if args.wait_anchored is not None:
             out["receipt"] = _anchored(device.wait_anchored(ack, timeout=args.wait_anchored))
     return out
@@ -352,7 +364,7 @@ def _human(result: dict[str, Any]) -> str:
 def _failure(exc: Exception) -> _Failure | None:
     """The exit code, reason and one-line message for an error a command raised, or
     ``None`` for anything else (a bug, which keeps its traceback)."""
-    from qkd_channel.errors import EnvelopeRejected, KMEError, QKDError
+    from qkd_channel.errors import EnvelopeRejected, KEMKeyError, KMEError, QKDError
     from qkd_device import errors
 
     table: list[tuple[type[BaseException], ExitCode]] = [
@@ -365,6 +377,7 @@ def _failure(exc: Exception) -> _Failure | None:
         (errors.ReceiptMismatch, ExitCode.MISMATCH),
         (errors.DeviceError, ExitCode.REFUSED),
         (EnvelopeRejected, ExitCode.REFUSED),
+        (KEMKeyError, ExitCode.USAGE),  # --notary-kem-key missing or not an ML-KEM key
         (QKDError, ExitCode.REFUSED),
         (OSError, ExitCode.USAGE),  # unreadable certificate, firmware file, queue folder
         (ValueError, ExitCode.USAGE),  # bad digest, bad URL, reading the notary refuses

@@ -2,12 +2,15 @@
 
 One ``send`` does, in order:
 
-1. build and validate the telemetry document (before any key is spent);
+1. build and validate the telemetry document (before any key is spent), with the device
+   hop of its key path (``key_delivery``: ``local`` when the KME client connects to a
+   loopback address, ``tls`` otherwise);
 2. obtain fresh keys from the device's KME with ``enc_keys`` (the notary's SAE is the
    slave), as many keys as the KME's maximum key size requires; with ``key_stock=N > 1``
    take one from a small in-memory stock refilled ``N`` keys per request
-   (:mod:`qkd_device.keystock`); in ``aead`` mode reuse the current session key until it
-   is due for rotation;
+   (:mod:`qkd_device.keystock`); in ``aead`` and ``hybrid`` mode reuse the current session
+   key until it is due for rotation (``hybrid``: a new session also encapsulates a fresh
+   ML-KEM-768 secret to the notary's pinned public key);
 3. durably take the next sequence number, seal, and write the envelope to the on-disk
    queue (:class:`~qkd_device.queue.SendQueue`);
 4. deliver every queued envelope oldest first (the notary needs rising sequence numbers),
@@ -32,8 +35,10 @@ from typing import Any, TypeVar
 
 from qkd_channel.envelope import AEAD_KEY_BYTES, AEADSession, Mode, keys_needed
 from qkd_channel.errors import KMEError, KMEUnavailable
+from qkd_channel.hybrid import HybridKey, KEMPublicKey
 from qkd_channel.keys import QKDKey
 from qkd_channel.kme.client import AsyncKMEClient, KMEClient
+from qkd_channel.security_levels import delivery_hop_of
 from qkd_device.core import (
     Answer,
     DeliveryReceipt,
@@ -100,12 +105,24 @@ class _ClientBase:
         key_stock_max_age_s: float,
         rng: random.Random | None,
         clock: Callable[[], float],
+        kme_url: str | None,
+        notary_kem_key: KEMPublicKey | None,
     ) -> None:
         build_document(firmware_digest, {})  # validates the digest up front
         self.device_id = device_id
         #: Digest of the firmware now running; change it after an update.
         self.firmware_digest = firmware_digest
         self.mode = Mode(mode)
+        if self.mode is Mode.HYBRID and notary_kem_key is None:
+            raise ValueError(
+                "hybrid mode needs the notary's ML-KEM public key (notary_kem_key=, pinned "
+                "after checking its fingerprint: qkd-notary kem-key show)"
+            )
+        self._notary_kem = notary_kem_key
+        #: How this device's keys reach it, sealed into every document: ``local`` when its
+        #: KME client connects to a loopback address, else ``tls``; ``None`` (a KME client
+        #: that does not say where it connects) claims nothing.
+        self.key_delivery = None if kme_url is None else delivery_hop_of(kme_url).value
         self.notary_id = notary_id
         self.notary_sae_id = notary_sae_id
         self.retry = retry
@@ -146,8 +163,16 @@ class _ClientBase:
 
     def _new_session(self, key: QKDKey) -> AEADSession:
         max_messages, max_age_s = self._aead_limits
+        if self.mode is Mode.HYBRID:
+            assert self._notary_kem is not None  # checked at construction
+            key = HybridKey.for_sender(key, self._notary_kem)
         self._session = AEADSession(key, max_messages=max_messages, max_age_s=max_age_s)
         return self._session
+
+    def document(self, telemetry: dict[str, Any]) -> bytes:
+        """The exact plaintext ``send`` seals for ``telemetry`` (firmware digest, key
+        delivery): what a receipt's payload hash commits to."""
+        return build_document(self.firmware_digest, telemetry, key_delivery=self.key_delivery)
 
     def _seal(
         self, plaintext: bytes, keys: list[QKDKey] | None, origin: str | None = None
@@ -245,6 +270,7 @@ class DeviceClient(_ClientBase):
         mode: Mode | str = Mode.OTP,
         notary_id: str = "notary",
         notary_sae_id: str = "notary",
+        notary_kem_key: KEMPublicKey | None = None,
         retry: RetryPolicy | None = None,
         aead_max_messages: int = 10_000,
         aead_max_age_s: float = 600.0,
@@ -270,6 +296,8 @@ class DeviceClient(_ClientBase):
             key_stock_max_age_s=key_stock_max_age_s,
             rng=rng,
             clock=clock,
+            kme_url=getattr(kme, "base_url", None),
+            notary_kem_key=notary_kem_key,
         )
         self._kme = kme
         self._transport: Transport = HTTPTransport(notary) if isinstance(notary, str) else notary
@@ -278,7 +306,7 @@ class DeviceClient(_ClientBase):
 
     def send(self, telemetry: dict[str, Any]) -> DeliveryReceipt:
         """Seal ``telemetry``, queue it durably, deliver it (after anything older)."""
-        plaintext = build_document(self.firmware_digest, telemetry)
+        plaintext = self.document(telemetry)
         with self._lock:
             deadline = self._clock() + self.retry.deadline_s
             item = self._seal(plaintext, self._keys_for(len(plaintext), deadline))
@@ -344,7 +372,7 @@ class DeviceClient(_ClientBase):
             attempt += 1
 
     def _keys_for(self, plaintext_len: int, deadline: float) -> list[QKDKey] | None:
-        if self.mode is Mode.AEAD:
+        if self.mode.uses_sessions:
             if self._needs_session():
                 key = self._kme_call(
                     lambda: self._kme.enc_keys(self.notary_sae_id, size=8 * AEAD_KEY_BYTES),
@@ -415,6 +443,7 @@ class AsyncDeviceClient(_ClientBase):
         mode: Mode | str = Mode.OTP,
         notary_id: str = "notary",
         notary_sae_id: str = "notary",
+        notary_kem_key: KEMPublicKey | None = None,
         retry: RetryPolicy | None = None,
         aead_max_messages: int = 10_000,
         aead_max_age_s: float = 600.0,
@@ -442,6 +471,8 @@ class AsyncDeviceClient(_ClientBase):
             key_stock_max_age_s=key_stock_max_age_s,
             rng=rng,
             clock=clock,
+            kme_url=getattr(kme, "base_url", None),
+            notary_kem_key=notary_kem_key,
         )
         self._kme = kme
         self._transport: AsyncTransport = (
@@ -452,7 +483,7 @@ class AsyncDeviceClient(_ClientBase):
 
     async def send(self, telemetry: dict[str, Any]) -> DeliveryReceipt:
         """Seal ``telemetry``, queue it durably, deliver it (after anything older)."""
-        plaintext = build_document(self.firmware_digest, telemetry)
+        plaintext = self.document(telemetry)
         async with self._lock:
             deadline = self._clock() + self.retry.deadline_s
             item = self._seal(plaintext, await self._keys_for(len(plaintext), deadline))
@@ -518,7 +549,7 @@ class AsyncDeviceClient(_ClientBase):
             attempt += 1
 
     async def _keys_for(self, plaintext_len: int, deadline: float) -> list[QKDKey] | None:
-        if self.mode is Mode.AEAD:
+        if self.mode.uses_sessions:
             if self._needs_session():
                 keys = await self._kme_call(
                     lambda: self._kme.enc_keys(self.notary_sae_id, size=8 * AEAD_KEY_BYTES),

@@ -101,14 +101,15 @@ def seal_item(
     session: AEADSession | None = None,
     origin: str | None = None,
 ) -> QueuedEnvelope:
-    """Seal with fresh OTP keys or the current AEAD session; name the record it becomes.
+    """Seal with fresh OTP keys or the current ``aead``/``hybrid`` session; name the record
+    it becomes.
 
     The record's salt is derived here, while the keys are at hand (they are spent once the
     envelope is sealed), and kept with the queued envelope.
     """
-    if mode is Mode.AEAD:
-        if session is None:
-            raise ValueError("aead mode needs a session")
+    if mode.uses_sessions:
+        if session is None or session.mode is not mode:
+            raise ValueError(f"{mode} mode needs a {mode} session")
         envelope = session.seal(plaintext, sender=device_id, recipient=notary_id, sequence=sequence)
         keys = [session.key]
     else:

@@ -2,11 +2,15 @@
 
 Telemetry document (the plaintext a device seals; UTF-8 JSON object, version 1)::
 
-    {"firmware_digest": "<64 lowercase hex>", "telemetry": {...any JSON object...}}
+    {"firmware_digest": "<64 lowercase hex>", "key_delivery": "local" | "tls",
+     "telemetry": {...any JSON object...}}
 
 ``firmware_digest`` is the SHA-256 (or any 256-bit) digest of the firmware that produced
-the message; it feeds the notary's attestation rules. The notary refuses unknown top-level
-fields (its validating parser is ``notary.telemetry.parse_document``).
+the message; it feeds the notary's attestation rules. ``key_delivery`` (optional) is how
+the device got this message's keys from its KME, the device hop of the record's key path
+(``docs/security-levels.md``): the SDK derives it from its KME client's URL and leaves it
+out when it cannot tell. The notary refuses unknown top-level fields (its validating
+parser is ``notary.telemetry.parse_document``).
 
 Record ID: ``keccak256("qkd-notary/record/v1" || u8 len || device_id || u64 sequence ||
 key UUID bytes...)``. It depends only on authenticated envelope header fields, so the same
@@ -54,6 +58,8 @@ RECORD_SALT_LABEL = b"qkd-notary/record-salt/v1"
 SALT_BYTES = 32
 DIGEST_PATTERN = r"^[0-9a-f]{64}$"
 _DIGEST_CHARS = frozenset("0123456789abcdef")
+#: What a document may say about its key delivery (the notary accepts exactly these).
+_KEY_DELIVERIES = frozenset({"local", "tls", "tls-hybrid-pq"})
 
 
 def keccak256(data: bytes) -> bytes:
@@ -61,17 +67,25 @@ def keccak256(data: bytes) -> bytes:
     return bytes(sha3.keccak_256(data).digest())
 
 
-def build_document(firmware_digest: str, telemetry: Mapping[str, Any]) -> bytes:
+def build_document(
+    firmware_digest: str, telemetry: Mapping[str, Any], *, key_delivery: str | None = None
+) -> bytes:
     """The plaintext a device seals, canonical (sorted keys, no spaces), validated early.
 
-    Raises ``ValueError``/``TypeError`` before any key is spent on a document the notary
-    would refuse.
+    ``key_delivery``: how this message's keys reached the device (``"local"`` or ``"tls"``;
+    ``None`` leaves it out, which the notary records as ``unreported``). Raises
+    ``ValueError``/``TypeError`` before any key is spent on a document the notary would
+    refuse.
     """
     if len(firmware_digest) != 64 or not set(firmware_digest) <= _DIGEST_CHARS:
         raise ValueError(f"firmware digest must match {DIGEST_PATTERN} (lowercase hex)")
     if not isinstance(telemetry, Mapping):
         raise TypeError("telemetry must be a JSON object (dict)")
-    doc = {"firmware_digest": firmware_digest, "telemetry": dict(telemetry)}
+    doc: dict[str, Any] = {"firmware_digest": firmware_digest, "telemetry": dict(telemetry)}
+    if key_delivery is not None:
+        if key_delivery not in _KEY_DELIVERIES:
+            raise ValueError(f"key_delivery must be one of {sorted(_KEY_DELIVERIES)}")
+        doc["key_delivery"] = key_delivery
     return json.dumps(doc, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
 
 

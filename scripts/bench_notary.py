@@ -12,7 +12,15 @@ concurrent devices through the SDK. Prints one summary line:
   the notary's work (HTTP, ``dec_keys``, MAC, decrypt, outbox) is timed;
 * ``merkle``/``batch`` p50/p99: seconds from ``send`` to the receipt reading anchored,
   at a moderate load, per anchoring mode;
-* ``key``: QKD key bytes consumed per message against the minimum (payload + 32).
+* ``key``: QKD key bytes consumed per message against the minimum (payload + 32);
+* ``modes``: ``otp``, ``aead`` and ``hybrid`` side by side, each envelope sealed before the
+  clock starts as the SDK seals it (``aead``/``hybrid``: one QKD key, and for ``hybrid``
+  one ML-KEM-768 encapsulation, per session of ``--session-messages``, default 10: one
+  reading a minute under the SDK's rotation limits): the CPU the notary and its KME spend
+  per accepted envelope, the QKD key bytes per message, and ``open_us``, the CPU of the
+  pipeline's cryptographic step alone (measured in this process: for ``hybrid``
+  decapsulation and key combination, then the tag check, decryption and record salt),
+  which is where the modes differ; the rest of the path (HTTP, storage) is the same.
 
 Before the throughput phases every device sends one reading and the notary mirrors the
 fleet's registrations and first attestations to the chain, so the figures describe the
@@ -24,7 +32,7 @@ accepted envelope (notary, both KMEs, this load generator) next to the wall time
 shared machine the wall figure moves with the neighbours' load, the CPU figures much less.
 
 Usage: ``python scripts/bench_notary.py [--devices 50] [--seconds 10] [--key-stock 1]
-[--phases e2e,prefetched,latency]``.
+[--session-messages 10] [--phases e2e,prefetched,modes,latency]``.
 """
 
 from __future__ import annotations
@@ -47,12 +55,14 @@ import httpx
 
 from notary.chain.anvil import AnvilNode
 from notary.demo.infrastructure import NOTARY_SAE, KMEPair
-from qkd_channel.envelope import Mode, keys_needed, seal
+from qkd_channel.envelope import AEADSession, Envelope, Mode, keys_needed, open_envelope, seal
+from qkd_channel.hybrid import HybridKey, KEMPrivateKey, KEMPublicKey
+from qkd_channel.keys import QKDKey
 from qkd_channel.kme.certs import sae_paths
 from qkd_channel.kme.config import LinkEnd
 from qkd_channel.kme.store import KeyStore
 from qkd_device import AsyncDeviceClient, RetryPolicy
-from qkd_device.records import build_document
+from qkd_device.records import build_document, record_salt
 
 FIRMWARE = "ab" * 32
 PASSWORD = "bench-only-password"
@@ -290,32 +300,60 @@ async def enrol(
             await asyncio.sleep(0.5)
 
 
-async def prefetched(
-    kmes: KMEPair, notary: Notary, devices: list[str], per_device: int, meter: CPUMeter
-) -> float:
-    """Accepted/s with keys fetched and envelopes sealed before the clock starts."""
+async def seal_fleet(
+    kmes: KMEPair,
+    devices: list[str],
+    per_device: int,
+    *,
+    mode: Mode = Mode.OTP,
+    session_messages: int = 1,
+    first_sequence: int = 10**9,
+    notary_kem: KEMPublicKey | None = None,
+) -> tuple[dict[str, list[bytes]], int]:
+    """Envelopes sealed before any clock starts, keys obtained from KME A as the SDK would
+    (``otp``: fresh keys per message; ``aead``/``hybrid``: one key per session); the JSON
+    bodies per device, and the QKD key bytes obtained."""
     sealed: dict[str, list[bytes]] = {}
+    key_bytes = 0
     for d in devices:
         kme = kmes.device_kme(f"sae-{d}")
         out = []
+        session: AEADSession | None = None
         for i in range(per_device):
-            plaintext = build_document(FIRMWARE, telemetry(i))
-            keys = await kme.enc_keys(NOTARY_SAE, size=8 * keys_needed(Mode.OTP, len(plaintext)))
-            env = seal(
-                plaintext,
-                sender=d,
-                recipient="notary",
-                sequence=10**9 + i,
-                mode=Mode.OTP,
-                keys=keys,
-            )
+            plaintext = build_document(FIRMWARE, telemetry(i), key_delivery="local")
+            sequence = first_sequence + i
+            if mode is Mode.OTP:
+                keys = await kme.enc_keys(
+                    NOTARY_SAE, size=8 * keys_needed(Mode.OTP, len(plaintext))
+                )
+                key_bytes += sum(len(k.material) for k in keys)
+                env = seal(
+                    plaintext, sender=d, recipient="notary", sequence=sequence, mode=mode,
+                    keys=keys,
+                )  # fmt: skip
+            else:
+                if session is None or i % session_messages == 0:
+                    (key,) = await kme.enc_keys(NOTARY_SAE, size=256)
+                    key_bytes += len(key.material)
+                    if mode is Mode.HYBRID:
+                        assert notary_kem is not None
+                        key = HybridKey.for_sender(key, notary_kem)
+                    session = AEADSession(key)
+                env = session.seal(plaintext, sender=d, recipient="notary", sequence=sequence)
             out.append(env.to_json().encode())
         await kme.aclose()
         sealed[d] = out
-    # One kept-alive connection per device, as 50 real devices would hold. aiohttp rather
-    # than httpx: this load generator shares the two cores with the notary, and an httpx
-    # request costs it several times the CPU.
-    connector = aiohttp.TCPConnector(limit=len(devices))
+    return sealed, key_bytes
+
+
+async def post_all(notary: Notary, sealed: dict[str, list[bytes]], meter: CPUMeter) -> float:
+    """POST every device's envelopes in order, the devices concurrently; accepted/s.
+
+    One kept-alive connection per device, as 50 real devices would hold. aiohttp rather
+    than httpx: this load generator shares the two cores with the notary, and an httpx
+    request costs it several times the CPU.
+    """
+    connector = aiohttp.TCPConnector(limit=len(sealed))
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         url = f"{notary.url}/v1/telemetry"
@@ -331,13 +369,82 @@ async def prefetched(
 
         with meter:
             start = time.monotonic()
-            accepted = sum(await asyncio.gather(*(run(d) for d in devices)))
+            accepted = sum(await asyncio.gather(*(run(d) for d in sealed)))
             elapsed = time.monotonic() - start
-    if accepted != len(devices) * per_device:
-        raise RuntimeError(
-            f"only {accepted} of {len(devices) * per_device} pre-sealed envelopes accepted"
-        )
+    total = sum(len(bodies) for bodies in sealed.values())
+    if accepted != total:
+        raise RuntimeError(f"only {accepted} of {total} pre-sealed envelopes accepted")
     return accepted / elapsed
+
+
+async def prefetched(
+    kmes: KMEPair, notary: Notary, devices: list[str], per_device: int, meter: CPUMeter
+) -> float:
+    """Accepted/s with keys fetched and envelopes sealed before the clock starts."""
+    sealed, _ = await seal_fleet(kmes, devices, per_device)
+    return await post_all(notary, sealed, meter)
+
+
+def open_us(mode: Mode, session_messages: int, n: int = 2000) -> float:
+    """CPU per envelope of the pipeline's cryptographic step, in this process: for
+    ``hybrid`` decapsulation and key combination (every envelope: the notary caches the
+    QKD session key, not the combined key), then ``open_envelope`` and the record salt."""
+    notary_kem = KEMPrivateKey.generate()
+    plaintext = build_document(FIRMWARE, telemetry(0), key_delivery="local")
+    work: list[tuple[Envelope, list[QKDKey]]] = []
+    session: AEADSession | None = None
+    qkd: QKDKey | None = None
+    for i in range(n):
+        if mode is Mode.OTP:
+            keys = [QKDKey(str(uuid.uuid4()), os.urandom(keys_needed(mode, len(plaintext))))]
+            env = seal(plaintext, sender="d", recipient="notary", sequence=i, mode=mode, keys=keys)
+            work.append((env, keys))
+            continue
+        if session is None or i % session_messages == 0:
+            qkd = QKDKey(str(uuid.uuid4()), os.urandom(32))
+            key = HybridKey.for_sender(qkd, notary_kem.public_key) if mode is Mode.HYBRID else qkd
+            session = AEADSession(key)
+        assert qkd is not None
+        work.append((session.seal(plaintext, sender="d", recipient="notary", sequence=i), [qkd]))
+    started = time.process_time()
+    for env, keys in work:
+        if env.mode is Mode.HYBRID:
+            keys = [HybridKey.for_recipient(keys[0], env.kem_params, notary_kem)]
+        open_envelope(env, keys, expected_sender="d", expected_recipient="notary")
+        record_salt(env, keys)
+    return (time.process_time() - started) / n * 1e6
+
+
+async def modes(
+    kmes: KMEPair,
+    notary: Notary,
+    devices: list[str],
+    per_device: int,
+    session_messages: int,
+    pids: dict[str, int],
+) -> tuple[dict[Mode, dict[str, float]], dict[Mode, float], dict[Mode, float], int]:
+    """Per mode: CPU seconds per process over its intake, key bytes per message, crypto
+    us per envelope; and the envelopes each mode sent. The modes run twice, in the order
+    otp, aead, hybrid, hybrid, aead, otp, so a warming (or cooling) notary does not favour
+    whichever mode comes last."""
+    notary_kem = KEMPublicKey.load(notary.data_dir / "kem-mlkem768.key.pub")
+    trio = (Mode.OTP, Mode.AEAD, Mode.HYBRID)
+    used: dict[Mode, dict[str, float]] = {m: dict.fromkeys(pids, 0.0) for m in trio}
+    key_bytes = dict.fromkeys(trio, 0)
+    for run, mode in enumerate((*trio, *reversed(trio))):
+        sealed, spent = await seal_fleet(
+            kmes, devices, per_device, mode=mode, session_messages=session_messages,
+            first_sequence=(3 + run) * 10**9, notary_kem=notary_kem,
+        )  # fmt: skip
+        meter = CPUMeter(pids)
+        await post_all(notary, sealed, meter)
+        for name, seconds in meter.used.items():
+            used[mode][name] += seconds
+        key_bytes[mode] += spent
+    envelopes = 2 * len(devices) * per_device
+    key_per_msg = {m: key_bytes[m] / envelopes for m in trio}
+    crypto = {m: open_us(m, session_messages) for m in trio}
+    return used, key_per_msg, crypto, envelopes
 
 
 async def time_to_anchor(
@@ -375,7 +482,7 @@ async def time_to_anchor(
     ]
 
 
-PHASES = ("e2e", "prefetched", "latency")
+PHASES = ("e2e", "prefetched", "modes", "latency")
 
 
 async def main() -> None:
@@ -388,6 +495,12 @@ async def main() -> None:
         type=int,
         default=1,
         help="e2e: keys per enc_keys request, kept in the SDK's in-memory stock (default 1)",
+    )
+    parser.add_argument(
+        "--session-messages",
+        type=int,
+        default=10,
+        help="modes: messages per aead/hybrid session (default 10: a reading a minute)",
     )
     parser.add_argument(
         "--phases",
@@ -417,7 +530,7 @@ async def main() -> None:
         merkle = Notary(root, kmes, anvil.url, "merkle", 18_481)
         notaries.append(merkle)
         merkle.register(names)
-        if phases & {"e2e", "prefetched"}:
+        if phases & {"e2e", "prefetched", "modes"}:
             await enrol(kmes, merkle, names, queues / "enrol")
         pids = {
             "notary": merkle.process.pid,
@@ -441,6 +554,29 @@ async def main() -> None:
             rate = await prefetched(kmes, merkle, names, args.prefetched_per_device, meter)
             summary.append(f"prefetched={rate:.0f} env/s")
             cpu_lines.append(meter.line("prefetched", args.devices * args.prefetched_per_device))
+        if "modes" in phases:
+            used, key_per_msg, crypto, envelopes = await modes(
+                kmes, merkle, names, args.prefetched_per_device, args.session_messages, pids
+            )
+            trio = (Mode.OTP, Mode.AEAD, Mode.HYBRID)
+
+            def cpu_ms(mode: Mode, *names: str) -> float:
+                return 1000 * sum(used[mode][n] for n in names) / envelopes
+
+            summary.append(
+                "modes otp/aead/hybrid: cpu_ms/env notary+kme_b="
+                + "/".join(f"{cpu_ms(m, 'notary', 'kme-b'):.2f}" for m in trio)
+                + " key_B/msg="
+                + "/".join(f"{key_per_msg[m]:.1f}" for m in trio)
+                + " open_us="
+                + "/".join(f"{crypto[m]:.0f}" for m in trio)
+                + f" (session={args.session_messages})"
+            )
+            cpu_lines += [
+                f"  modes {m.value}: {envelopes} env; CPU ms/env "
+                + " ".join(f"{n}={cpu_ms(m, n):.2f}" for n in pids)
+                for m in trio
+            ]
         if "latency" in phases:
             m50, m99 = await time_to_anchor(kmes, merkle, names, 4, queues / "lat-merkle")
             merkle.stop()

@@ -54,13 +54,16 @@ class EnvelopeJSON(BaseModel):
     model_config = ConfigDict(title="Envelope")
 
     v: Literal[1]
-    mode: Literal["otp", "aead"]
+    mode: Literal["otp", "aead", "hybrid"]
     sender: str = Field(description="Device ID")
     recipient: str = Field(description="The notary's ID")
     seq: int = Field(ge=0, lt=2**64, description="Strictly increasing per device")
     ts: int = Field(ge=0, description="Sender clock, ms since the Unix epoch")
     key_ids: list[str] = Field(min_length=1, max_length=64, description="QKD key UUIDs")
-    nonce: str = Field(description="base64; 12 bytes in aead mode, empty in otp mode")
+    nonce: str = Field(
+        description="base64 mode parameters: empty in otp, the 12-byte GCM nonce in aead, "
+        "ML-KEM key ID, ciphertext and GCM nonce (1108 bytes) in hybrid"
+    )
     ct: str = Field(description="base64 ciphertext")
     tag: str = Field(description="base64 16-byte Poly1305 or GCM tag")
 
@@ -72,7 +75,7 @@ class TelemetryAccepted(BaseModel):
     status: Literal["accepted"] = "accepted"
     device_id: str
     sequence: int
-    mode: Literal["otp", "aead"]
+    mode: Literal["otp", "aead", "hybrid"]
     device_trusted: bool = Field(description="Device trust after this message's attestation")
     attestation: DeviceEventKind | None = Field(
         description="first-digest or digest-changed when this message changed the device"

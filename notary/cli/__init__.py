@@ -23,6 +23,7 @@ _COMMANDS = {
     "plan": ("notary.cli.plan:plan", "A fleet's key consumption against a link's supply."),
     "demo": ("notary.cli.demo:demo", "The whole product on one machine."),
     "keystore": ("notary.cli.keystore:keystore", "Create or inspect signing keystores."),
+    "kem-key": ("notary.cli.kem_key:kem_key", "The ML-KEM public key devices pin (hybrid)."),
     "chain": ("notary.cli.chain:chain", "Contracts, roles and redeployment."),
 }
 

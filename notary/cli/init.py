@@ -16,7 +16,7 @@ from notary.cli.common import (
     settings_from,
     user_errors,
 )
-from notary.config import load_or_create_admin_token
+from notary.config import create_kem_key, load_or_create_admin_token
 
 __all__ = ["init"]
 
@@ -36,13 +36,17 @@ __all__ = ["init"]
 )
 @user_errors
 def init(password_file: Path | None, fund_from_node_account: float | None, **flags: Any) -> None:
-    """Create the admin token and signer keystore, then deploy or attach the contracts.
+    """Create the admin token, signer keystore and ML-KEM key, then deploy or attach the
+    contracts.
 
-    Idempotent: an existing token, keystore or recorded deployment is reused.
+    Idempotent: an existing token, keystore, ML-KEM key or recorded deployment is reused.
     """
     settings = settings_from(flags)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     load_or_create_admin_token(settings.data_dir)
+    kem, created = create_kem_key(settings)
+    click.echo(f"ml-kem key    {settings.kem_key_path} ({'new' if created else 'existing'})")
+    click.echo(f"ml-kem public {settings.kem_public_key_path} ({kem.fingerprint})")
     keystore = settings.data_dir / KEYSTORE_FILE
     if keystore.exists():
         click.echo(f"keystore      {keystore} (existing)")

@@ -55,10 +55,12 @@ def serve(password_file: Path | None, **flags: Any) -> None:
         state = f"chain not attached yet: {exc}"
     service = NotaryService.open(settings, keys=keys, chain=chain, chain_source=source)
     server = NotaryServer(service, host=settings.host, port=settings.port)
+    kem = service.kem_public_key
+    hybrid = f"hybrid to ML-KEM {kem.fingerprint}" if kem else "no ML-KEM key: hybrid refused"
     click.echo(
         f"qkd-notary serving http://{settings.host}:{settings.port} "
-        f"({state}; {settings.anchor_mode} anchoring"
-        + (f", MQTT {settings.mqtt_host}:{settings.mqtt_port})" if settings.mqtt_host else ")"),
+        f"({state}; {settings.anchor_mode} anchoring; {hybrid}"
+        + (f"; MQTT {settings.mqtt_host}:{settings.mqtt_port})" if settings.mqtt_host else ")"),
         err=True,
     )
     asyncio.run(server.serve_forever())

@@ -10,11 +10,17 @@ lab preset, a pre-shared Wegman-Carter key from ``qkd-kme auth-key``): end A sim
 fibre and Alice's post-processing, end B Bob's, and each fills its own buffer. The link is
 accelerated so a demo does not wait on photon time; on a small machine the
 post-processing, not the pacing, then sets the key rate.
+
+Key paths: KME B (the notary's) is reached on loopback. KME A (the devices') listens on
+loopback and, when this host has a network address, on that address too, so part of the
+fleet can reach it the way a meter in the field would: across a network, over TLS. The
+records show the difference in their security levels (``docs/security-levels.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import secrets
 import socket
@@ -28,11 +34,11 @@ from pathlib import Path
 from notary.chain.client import ChainClient
 from notary.chain.keystore import create_keystore, load_signer
 from notary.chain.settings import ChainSettings
-from notary.config import AnchorMode, NotarySettings
+from notary.config import AnchorMode, NotarySettings, create_kem_key
 from notary.errors import KeysUnavailable
 from notary.server import NotaryServer
 from notary.service import NotaryService
-from qkd_channel.kme.certs import issue_link_pki, sae_paths
+from qkd_channel.kme.certs import DEFAULT_SERVER_HOSTS, issue_link_pki, sae_paths
 from qkd_channel.kme.client import AsyncKMEClient
 from qkd_channel.kme.config import LinkEnd
 
@@ -43,6 +49,7 @@ __all__ = [
     "RATE_MULTIPLIER",
     "KMEPair",
     "LinkReport",
+    "network_address",
     "start_notary",
 ]
 
@@ -78,6 +85,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def network_address() -> str | None:
+    """This host's IPv4 address on its default route, or ``None`` when it has none.
+
+    A UDP socket "connected" to a documentation address (RFC 5737) sends nothing; the
+    kernel only picks the source address it would use.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("198.51.100.1", 9))
+            address = str(probe.getsockname()[0])
+        except OSError:
+            return None
+    parsed = ipaddress.ip_address(address)
+    return None if parsed.is_loopback or parsed.is_unspecified else address
+
+
 def _wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -97,21 +120,39 @@ class KMEPair:
 
     ``link=False`` starts the KMEs without the link, serving only key already in their
     buffers (``scripts/bench_notary.py`` measures the notary, not the link, that way).
+
+    ``network_host``: an address of this host on a network (:func:`network_address`); KME
+    A then also answers there (``network_url``), for devices that reach it over TLS
+    across a network rather than on loopback.
     """
 
     workdir: Path
     sae_ids: list[str]
     buffer_bits: int = 4_000_000
     link: bool = True
+    network_host: str | None = None
     pki: Path = field(init=False)
     urls: dict[str, str] = field(init=False, default_factory=dict)
+    network_url: str | None = field(init=False, default=None)
     processes: list[subprocess.Popen[bytes]] = field(init=False, default_factory=list)
 
     def start(self) -> None:
         self.pki = self.workdir / "pki"
-        issue_link_pki(self.pki, kme_ids=list(_KMES), sae_ids=[NOTARY_SAE, *self.sae_ids])
+        hosts = (*DEFAULT_SERVER_HOSTS, *([self.network_host] if self.network_host else []))
+        issue_link_pki(
+            self.pki,
+            kme_ids=list(_KMES),
+            sae_ids=[NOTARY_SAE, *self.sae_ids],
+            server_hosts=hosts,
+        )
         ports = {name: _free_port() for name in _KMES}
         self.urls = {name: f"https://127.0.0.1:{port}" for name, port in ports.items()}
+        listen = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+        if self.network_host is not None:
+            # Every address of the host (mutual TLS admits only this PKI's SAEs), so the
+            # fleet can come on loopback or across the network.
+            listen["kme-a"] = f"0.0.0.0:{ports['kme-a']}"
+            self.network_url = f"https://{self.network_host}:{ports['kme-a']}"
         qkd_kme = str(Path(sys.executable).with_name("qkd-kme"))
         link_args = self._link_args(qkd_kme) if self.link else {name: [] for name in _KMES}
         for name, end in _KMES.items():
@@ -133,7 +174,7 @@ class KMEPair:
                         "--peer",
                         self.urls[peer],
                         "--listen",
-                        f"127.0.0.1:{ports[name]}",
+                        listen[name],
                         "--pki",
                         str(self.pki),
                         "--buffer-bits",
@@ -203,9 +244,12 @@ class KMEPair:
             qbers=tuple(float(qber) for qber, _ in found),
         )
 
-    def device_kme(self, sae_id: str) -> AsyncKMEClient:
+    def device_kme(self, sae_id: str, *, over_network: bool = False) -> AsyncKMEClient:
+        """A device's client of KME A: on loopback, or across the network when asked and
+        the host has a network address."""
         cert, key = sae_paths(self.pki, sae_id)
-        return AsyncKMEClient(self.urls["kme-a"], cert=cert, key=key, ca=self.pki / "ca.crt")
+        url = self.network_url if over_network and self.network_url else self.urls["kme-a"]
+        return AsyncKMEClient(url, cert=cert, key=key, ca=self.pki / "ca.crt")
 
     def stop(self) -> None:
         for process in self.processes:
@@ -227,7 +271,8 @@ async def start_notary(
     batch_size: int = 64,
     batch_max_latency_s: float = 0.5,
 ) -> tuple[NotaryServer, ChainClient]:
-    """Notary with the embedded chain (contracts deployed on first start) behind HTTP."""
+    """Notary with the embedded chain (contracts deployed on first start) and an ML-KEM
+    key (as ``qkd-notary init`` makes) behind HTTP."""
     data_dir = workdir / "notary"
     data_dir.mkdir(parents=True, exist_ok=True)
     cert, key = sae_paths(kmes.pki, NOTARY_SAE)
@@ -243,6 +288,7 @@ async def start_notary(
         batch_max_latency_s=batch_max_latency_s,
         port=0,
     )
+    create_kem_key(settings)
     password = secrets.token_urlsafe(24)  # the demo's keystore lives only as long as its dir
     keystore = data_dir / "keystore.json"
     create_keystore(keystore, password)

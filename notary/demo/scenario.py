@@ -6,13 +6,16 @@ Acts, in order, each visible in the progress display:
    and the demo waits until the link has stocked enough key for the whole fleet; the
    notary deploys its contracts on the embedded chain and starts; the operator registers
    the fleet;
-2. every device sends its messages through the SDK, concurrently;
+2. every device sends its messages through the SDK, concurrently: the even meters reach
+   their KME on loopback, the odd ones across the network (over TLS), when this host has
+   a network address;
 3. a lab probe shows a tampered envelope (one ciphertext bit flipped: 401) and a replayed
    envelope (409); one meter reports a new firmware digest and is flagged untrusted, then
    an operator approves the digest and it is trusted again;
 4. the anchoring worker puts everything on-chain; the notary stops;
 5. every receipt is verified against the chain database alone, with the plaintext's
-   salted hash checked, and a summary table is printed.
+   salted hash checked, and a summary table is printed, with the security levels the
+   records' mode and key paths give (``docs/security-levels.md``).
 """
 
 from __future__ import annotations
@@ -41,13 +44,16 @@ from notary.demo.infrastructure import (
     RATE_MULTIPLIER,
     KMEPair,
     LinkReport,
+    network_address,
     start_notary,
 )
 from notary.errors import ReceiptInvalid
 from notary.metrics import NotaryMetrics
 from notary.receipts import Receipt, verify_receipt
 from qkd_channel.envelope import Mode, keys_needed, seal
+from qkd_channel.hybrid import KEMPublicKey
 from qkd_channel.kme.client import AsyncKMEClient
+from qkd_channel.security_levels import delivery_hop_of
 from qkd_device import AsyncDeviceClient, DeliveryReceipt
 from qkd_device.records import build_document
 
@@ -75,6 +81,8 @@ class DemoOutcome:
     key_bits: int = 0
     transactions: set[str] = field(default_factory=set)
     link: LinkReport | None = None  #: what the QKD link delivered to each KME
+    #: Verified receipts per (mode, key path, confidentiality, authenticity), as derived.
+    levels: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     flagged: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -112,7 +120,12 @@ async def _run(config: DemoConfig, workdir: Path, console: Console) -> DemoOutco
     # Each end owns half its buffer, so the link pauses once end A's half holds `need`
     # (a KME buffer holds at least two maximum-size keys, 2 x 65,536 bits).
     buffer_bits = max(2 * need, 131_072)
-    kmes = KMEPair(workdir, [f"sae-{d}" for d in [*meters, PROBE]], buffer_bits=buffer_bits)
+    kmes = KMEPair(
+        workdir,
+        [f"sae-{d}" for d in [*meters, PROBE]],
+        buffer_bits=buffer_bits,
+        network_host=network_address(),
+    )
     columns = (
         TextColumn("{task.description:<34}"),
         BarColumn(),
@@ -130,8 +143,9 @@ async def _run(config: DemoConfig, workdir: Path, console: Console) -> DemoOutco
             server, chain = await start_notary(workdir, kmes, anchor_mode=config.anchor_mode)
             progress.advance(setup)
             try:
+                kem = server.service.kem_public_key
                 receipts = await _acts(
-                    config, outcome, kmes, server.url, server.service.metrics, progress
+                    config, outcome, kmes, server.url, server.service.metrics, progress, kem
                 )
             finally:
                 await server.stop()
@@ -147,6 +161,15 @@ async def _run(config: DemoConfig, workdir: Path, console: Console) -> DemoOutco
                 try:
                     verify_receipt(receipt, w3, payload=payload)
                     outcome.verified += 1
+                    path = receipt.key_path
+                    outcome.levels[
+                        (
+                            receipt.mode,
+                            f"{path.link} / {path.device} / {path.notary}",
+                            receipt.security.confidentiality,
+                            receipt.security.authenticity,
+                        )
+                    ] += 1
                     assert receipt.anchor is not None
                     outcome.transactions.add(receipt.anchor.tx_hash)
                 except ReceiptInvalid as exc:
@@ -164,6 +187,7 @@ async def _acts(
     url: str,
     metrics: NotaryMetrics,
     progress: Progress,
+    kem: KEMPublicKey | None,
 ) -> list[tuple[Receipt, bytes]]:
     """Register, send, attack, wait for anchoring; return receipts with their plaintexts."""
     workdir = kmes.workdir
@@ -177,7 +201,10 @@ async def _acts(
                 "/v1/admin/devices", json={"device_id": device, "sae_id": f"sae-{device}"}
             )
             answer.raise_for_status()
-        kme_clients = {d: kmes.device_kme(f"sae-{d}") for d in [*meters, PROBE]}
+        kme_clients = {
+            d: kmes.device_kme(f"sae-{d}", over_network=i % 2 == 1)
+            for i, d in enumerate([*meters, PROBE])
+        }
         clients = {
             d: AsyncDeviceClient(
                 d,
@@ -187,6 +214,7 @@ async def _acts(
                 queue_dir=workdir / "devices" / d,
                 mode=config.mode,
                 notary_sae_id=NOTARY_SAE,
+                notary_kem_key=kem if config.mode is Mode.HYBRID else None,
             )
             for d in meters
         }
@@ -200,7 +228,7 @@ async def _acts(
                 for n in range(config.messages):
                     telemetry = {"kwh": round(1000 + 7.5 * index + 0.25 * n, 2), "n": n}
                     ack = await clients[device].send(telemetry)
-                    sent[ack.record_id] = build_document(clients[device].firmware_digest, telemetry)
+                    sent[ack.record_id] = clients[device].document(telemetry)
                     progress.advance(fleet)
 
             await asyncio.gather(*(run_meter(i, d) for i, d in enumerate(meters)))
@@ -229,7 +257,11 @@ async def _tamper_and_replay(
     task: Any,
 ) -> None:
     """The lab probe seals by hand (no SDK) so it can misbehave on purpose."""
-    plaintext = build_document(_firmware("probe"), {"probe": "calibration"})
+    plaintext = build_document(
+        _firmware("probe"),
+        {"probe": "calibration"},
+        key_delivery=delivery_hop_of(kme.base_url).value,
+    )
     async with httpx.AsyncClient(base_url=url) as http:
         envelopes = []
         for sequence in (1, 2):
@@ -288,7 +320,7 @@ async def _send(
     client: AsyncDeviceClient, telemetry: dict[str, Any], sent: dict[str, bytes]
 ) -> DeliveryReceipt:
     ack = await client.send(telemetry)
-    sent[ack.record_id] = build_document(client.firmware_digest, telemetry)
+    sent[ack.record_id] = client.document(telemetry)
     return ack
 
 
@@ -360,6 +392,18 @@ def _summary(console: Console, config: DemoConfig, outcome: DemoOutcome) -> None
     table.add_row("anchoring", config.anchor_mode.value)
     table.add_row("elapsed", f"{outcome.elapsed_s:.1f} s")
     console.print(table)
+    console.print(
+        "security levels of the verified receipts, by mode and key path "
+        "(link / device / notary; docs/security-levels.md):",
+        soft_wrap=True,
+    )
+    for (mode, path, confidentiality, authenticity), count in sorted(outcome.levels.items()):
+        console.print(
+            f"  {mode} over {path}: {count} record(s), confidentiality {confidentiality}, "
+            f"authenticity {authenticity}",
+            soft_wrap=True,
+            highlight=False,
+        )
     for failure in outcome.failures:
         console.print(f"[red]FAILED[/]: {failure}")
     console.print("[green]all checks passed[/]" if outcome.ok else "[red]demo failed[/]")

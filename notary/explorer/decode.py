@@ -4,7 +4,7 @@ The ABIs are the committed build artifacts (:func:`notary.chain.artifacts.load_a
 so the explorer shows exactly what the deployed contracts define. Values become display
 strings here, once, with a link target where one exists (a device, a record, a block), so
 templates only lay them out. Encodings follow :mod:`notary.chain.models`: device IDs are
-zero-padded UTF-8, security modes are ``1 = otp`` / ``2 = aead``.
+zero-padded UTF-8, security modes are ``1 = otp`` / ``2 = aead`` / ``3 = hybrid``.
 """
 
 from __future__ import annotations

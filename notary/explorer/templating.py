@@ -13,6 +13,10 @@ from pathlib import Path
 import jinja2
 from starlette.templating import Jinja2Templates
 
+from notary.receipts.build import record_key_path
+from notary.storage.base import RecordRow
+from qkd_channel.security_levels import SecurityLevels, derive_levels
+
 __all__ = ["STATIC_DIR", "TEMPLATE_DIR", "templates"]
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
@@ -33,6 +37,12 @@ def _short(value: str | None, keep: int = 10) -> str:
     return value if len(value) <= 2 * keep + 1 else f"{value[:keep]}…{value[-6:]}"
 
 
+def _levels(record: RecordRow) -> SecurityLevels:
+    """A stored record's security levels, derived from its mode and key path as in its
+    receipt (never stored, so never out of step with the derivation)."""
+    return derive_levels(record.mode, record_key_path(record))
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
@@ -43,6 +53,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["utc"] = _utc
     env.filters["short"] = _short
+    env.filters["levels"] = _levels
     env.globals["inf"] = math.inf
     return env
 

@@ -41,7 +41,7 @@ from qkd_channel.kme.schemas import (
     Status,
 )
 from qkd_channel.kme.service import KeyManager
-from qkd_channel.kme.source import KeySource, feed_store
+from qkd_channel.kme.source import KeySource, feed_store, reported_key_path
 from qkd_channel.kme.store import KeyStore
 from qkd_channel.kme.tls import client_ssl_context, peer_identity
 
@@ -130,6 +130,7 @@ def _install_routes(app: FastAPI) -> None:
     @app.get(
         prefix + "/{slave_SAE_ID}/status",
         response_model=Status,
+        response_model_exclude_none=True,  # no status_extension: the field is left out
         responses=_ERRORS,
         operation_id="get_status",
     )
@@ -237,7 +238,7 @@ def create_app(config: KMEConfig, *, source: KeySource | None = None) -> FastAPI
             ssl_context=client_ssl_context(tls.client_cert, tls.client_key, tls.ca),
             timeout=config.peer_timeout,
         )
-        app.state.manager = KeyManager(config, store, peer)
+        app.state.manager = KeyManager(config, store, peer, key_path=reported_key_path(source))
         feeder = None
         if source is None:
             log.warning("KME %s has no key source: it serves the stored key only", config.kme_id)

@@ -65,6 +65,9 @@ class KeyStatus:
     max_key_size: int
     min_key_size: int
     max_sae_id_count: int
+    #: The optional vendor object (``status_extension``); ``None`` when the KME sent none.
+    #: This project's KMEs report what feeds their key buffer there (``key_path``).
+    status_extension: dict[str, Any] | None = None
 
 
 #: The standard's field name for each :class:`KeyStatus` attribute, and its JSON type.
@@ -105,7 +108,8 @@ def _status(response: HTTPReply) -> KeyStatus:
     values = {
         attr: _typed(body, name, kind, "Status") for attr, (name, kind) in _STATUS_FIELDS.items()
     }
-    return KeyStatus(**values)
+    extension = body.get("status_extension")
+    return KeyStatus(**values, status_extension=extension if isinstance(extension, dict) else None)
 
 
 def _keys(
@@ -216,6 +220,8 @@ class KMEClient:
         timeout: float = 10.0,
     ) -> None:
         context = client_ssl_context(Path(cert), Path(key), Path(ca))
+        #: Where the KME is reached (its host says whether keys cross a network).
+        self.base_url = base_url
         self._http = BlockingHTTP(base_url, ssl_context=context, timeout_s=timeout)
 
     def _send(self, method: str, url: str, body: dict[str, object] | None = None) -> HTTPReply:
@@ -282,6 +288,8 @@ class AsyncKMEClient:
         if http is None:
             context = client_ssl_context(Path(cert), Path(key), Path(ca))
             http = async_http(base_url, ssl_context=context, timeout_s=timeout)
+        #: Where the KME is reached (its host says whether keys cross a network).
+        self.base_url = base_url
         self._http = http
         self._closed = False
 

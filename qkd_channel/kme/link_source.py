@@ -45,10 +45,11 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from types import MappingProxyType
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
@@ -166,6 +167,10 @@ class SimulatedLinkSource:
     :mod:`~qkd_channel.postprocessing.pool_store`): without it, a restart with the same
     key would reuse one-time authentication keys, so only tests leave it out.
     """
+
+    #: What the KME reports in its Status about the key this source gives it: one direct
+    #: QKD link between the two KMEs (:func:`~qkd_channel.kme.source.reported_key_path`).
+    key_path: ClassVar[Mapping[str, str]] = MappingProxyType({"link": "qkd"})
 
     def __init__(
         self,

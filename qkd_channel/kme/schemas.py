@@ -46,6 +46,9 @@ class Status(BaseModel):
     max_key_size: int
     min_key_size: int
     max_SAE_ID_count: int
+    #: The standard's optional vendor object. This KME puts what feeds its key buffer there,
+    #: ``{"key_path": {"link": "qkd"}}`` (docs/security-levels.md); absent: nothing claimed.
+    status_extension: dict[str, Any] | None = None
 
 
 class KeyRequest(_Strict):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -65,8 +65,18 @@ def _interrupted() -> KMEUnavailable:
 class KeyManager:
     """One KME: its configuration, its key buffer and its link to the peer KME."""
 
-    def __init__(self, config: KMEConfig, store: KeyStore, peer: PeerLink) -> None:
+    def __init__(
+        self,
+        config: KMEConfig,
+        store: KeyStore,
+        peer: PeerLink,
+        *,
+        key_path: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``key_path``: what feeds the key buffer, reported in every Status
+        (:func:`~qkd_channel.kme.source.reported_key_path`); ``None`` claims nothing."""
         self.config = config
+        self.key_path = None if key_path is None else dict(key_path)
         self.store = store
         self.peer = peer
         # Allocations from this end's half go one batch at a time, so that a reservation the
@@ -128,6 +138,7 @@ class KeyManager:
             max_key_size=limits.max_key_size,
             min_key_size=limits.min_key_size,
             max_SAE_ID_count=limits.max_sae_id_count,
+            status_extension=None if self.key_path is None else {"key_path": self.key_path},
         )
 
     def _check_key_request(

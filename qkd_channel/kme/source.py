@@ -7,6 +7,10 @@ order at the link's secret-key rate. :func:`feed_store` moves them into the key 
 applies back-pressure: while the buffer is full it stops pulling, which stalls the
 (two-party, lock-step) post-processing at both ends alike, so the two buffers never
 diverge on which blocks they hold.
+
+A source may say what it is for the KME's Status (:func:`reported_key_path`): a
+``key_path`` mapping such as ``{"link": "qkd"}`` (docs/security-levels.md). A source that
+says nothing, or a KME without a source, makes no claim about the link.
 """
 
 from __future__ import annotations
@@ -14,15 +18,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import anyio.to_thread
 
 from qkd_channel.kme.store import KeyStore
 
-__all__ = ["KeyBlock", "KeySource", "feed_store"]
+__all__ = ["KeyBlock", "KeySource", "feed_store", "reported_key_path"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,13 @@ class KeySource(Protocol):
     def blocks(self) -> AsyncIterator[KeyBlock]:
         """Yield blocks as post-processing finishes them; end when the link shuts down."""
         ...
+
+
+def reported_key_path(source: KeySource | None) -> dict[str, Any] | None:
+    """The ``key_path`` ``source`` declares about itself (its ``key_path`` attribute), for
+    the KME's Status; ``None`` when there is no source or it declares nothing."""
+    key_path = getattr(source, "key_path", None)
+    return dict(key_path) if isinstance(key_path, Mapping) else None
 
 
 async def feed_store(

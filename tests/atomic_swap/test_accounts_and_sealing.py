@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -19,6 +20,8 @@ from atomic_swap.errors import AccountFileError, EnvelopeRefused, SwapStateError
 from atomic_swap.sealing import TermsChannel
 from atomic_swap.store import SwapRecord, SwapState, SwapStore
 from atomic_swap.terms import Network, Offer, parse_message
+from qkd_channel.envelope import Envelope, Mode
+from qkd_channel.hybrid import KEMPrivateKey
 from qkd_channel.keys import QKDKey
 from tests.atomic_swap.conftest import QSWAP
 
@@ -91,6 +94,70 @@ def test_opened_terms_are_kept_so_a_retry_needs_no_kme(tmp_path: Path) -> None:
     carol = TermsChannel(buffer, SwapStore(tmp_path / "b"), sae_id="carol", peer_sae_id="alice")
     with pytest.raises(EnvelopeRefused, match="not for"):
         carol.open(envelope)
+
+
+def _hybrid_pair(tmp_path: Path) -> tuple[TermsChannel, TermsChannel, SharedKeyBuffer]:
+    """Alice seals hybrid to Bob's pinned ML-KEM key; Bob opens with his own."""
+    buffer = SharedKeyBuffer()
+    bob_kem = KEMPrivateKey.generate()
+    alice = TermsChannel(
+        buffer, SwapStore(tmp_path / "a"), sae_id="alice", peer_sae_id="bob",
+        mode=Mode.HYBRID, peer_kem_key=bob_kem.public_key,
+    )  # fmt: skip
+    bob = TermsChannel(
+        buffer, SwapStore(tmp_path / "b"), sae_id="bob", peer_sae_id="alice", kem_key=bob_kem
+    )
+    return alice, bob, buffer
+
+
+def test_hybrid_terms_round_trip_with_one_qkd_key_and_a_fresh_encapsulation(
+    tmp_path: Path,
+) -> None:
+    alice, bob, buffer = _hybrid_pair(tmp_path)
+    offer = _offer()
+    first, second = alice.seal(offer), alice.seal(offer)
+    for text in (first, second):
+        envelope = Envelope.from_json(text)
+        assert envelope.mode is Mode.HYBRID and len(envelope.key_ids) == 1
+        assert len(buffer.keys[envelope.key_ids[0]].material) == 32
+    assert Envelope.from_json(first).kem_params != Envelope.from_json(second).kem_params
+    assert bob.open(first) == offer and bob.open(second) == offer
+
+
+def test_hybrid_terms_need_our_own_ml_kem_key_and_spend_no_key_without_it(
+    tmp_path: Path,
+) -> None:
+    alice, _, buffer = _hybrid_pair(tmp_path)
+    sealed = alice.seal(_offer())
+    asked: list[str] = []
+    buffer.dec_keys = lambda master, ids: asked.append(master) or []  # type: ignore[method-assign]
+    for kem_key in (None, KEMPrivateKey.generate()):  # none, or not the one sealed to
+        carol = TermsChannel(
+            buffer, SwapStore(tmp_path / "c"), sae_id="bob", peer_sae_id="alice",
+            kem_key=kem_key,
+        )  # fmt: skip
+        with pytest.raises(EnvelopeRefused, match="ML-KEM"):
+            carol.open(sealed)
+    assert asked == []
+
+
+def test_hybrid_terms_with_a_forged_encapsulation_are_refused(tmp_path: Path) -> None:
+    alice, bob, _ = _hybrid_pair(tmp_path)
+    document = json.loads(alice.seal(_offer()))
+    params = bytearray(base64.b64decode(document["nonce"]))
+    params[500] ^= 0x01  # inside the ML-KEM ciphertext
+    document["nonce"] = base64.b64encode(bytes(params)).decode()
+    with pytest.raises(EnvelopeRefused, match="authentication"):
+        bob.open(json.dumps(document))
+
+
+def test_hybrid_sealing_needs_the_peers_key_and_only_in_hybrid_mode(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        TermsChannel(SharedKeyBuffer(), SwapStore(tmp_path), sae_id="a", peer_sae_id="b",
+                     mode=Mode.HYBRID)  # fmt: skip
+    with pytest.raises(ValueError):
+        TermsChannel(SharedKeyBuffer(), SwapStore(tmp_path), sae_id="a", peer_sae_id="b",
+                     peer_kem_key=KEMPrivateKey.generate().public_key)  # fmt: skip
 
 
 def test_our_own_envelope_reflected_back_is_refused(tmp_path: Path) -> None:

@@ -108,9 +108,25 @@ def participate(
     )  # fmt: skip
 
 
+def pin_each_others_kem_keys(p: Parties, tmp_path: Path) -> dict[str, Path]:
+    """Each party makes its ML-KEM key; the other pins the public half (by file, as it
+    would after comparing fingerprints)."""
+    pins = {}
+    for name, env in (("alice", p.alice), ("bob", p.bob)):
+        made = json.loads(qswap("kem-key", "new", "--json", env=env).stdout)
+        assert made["created"] and made["fingerprint"].startswith("sha256:")
+        pins[name] = tmp_path / f"{name}-kem.pub"
+        pins[name].write_text(qswap("kem-key", "show", "--pem", env=env).stdout)
+        assert qswap("kem-key", "show", env=env).stdout.strip() == made["fingerprint"]
+    return pins
+
+
 def test_full_swap_through_the_cli(parties: Parties, tmp_path: Path) -> None:
+    """Hybrid terms both ways (the walkthrough in docs/atomic-swap.md runs otp)."""
     p = parties
-    offer, record = initiate(p, tmp_path)
+    pins = pin_each_others_kem_keys(p, tmp_path)
+    offer, record = initiate(p, tmp_path, "--peer-kem-key", str(pins["bob"]))
+    assert json.loads(offer.read_text())["mode"] == "hybrid"
     app_a = int(record["own_app_id"])
     assert "ciphertext" not in offer.read_text() or p.bob_address not in offer.read_text()
     assert p.bob_address not in offer.read_text()  # the terms travel encrypted
@@ -119,8 +135,9 @@ def test_full_swap_through_the_cli(parties: Parties, tmp_path: Path) -> None:
     assert "committed htlc.teal" in audit.stderr and "yes" in audit.stderr
 
     acceptance = tmp_path / "acceptance.json"
-    out = participate(p, offer, acceptance)
+    out = participate(p, offer, acceptance, "--peer-kem-key", str(pins["alice"]))
     assert "audited HTLC" in out.stderr
+    assert json.loads(acceptance.read_text())["mode"] == "hybrid"
     bob_record = json.loads(next(Path(p.bob["QSWAP_HOME"], "swaps").glob("*.json")).read_text())
     app_b = int(bob_record["own_app_id"])
 

@@ -26,6 +26,7 @@ from notary.keysource import CoalescingKeySource, InMemoryKeySource, KeySource, 
 from notary.service import NotaryService
 from notary.storage.sqlite import SQLiteStore
 from qkd_channel.envelope import Envelope, Mode, keys_needed, seal
+from qkd_channel.hybrid import HybridKey, KEMPrivateKey, KEMPublicKey
 from qkd_channel.keys import QKDKey
 from tests.conftest import AnvilNode
 from tests.notary.postgres_server import PostgresServer
@@ -36,6 +37,8 @@ ANVIL_SIGNER = Account.from_key(keccak(b"notary-tests-anvil-signer"))
 NOTARY_ID = "notary"
 FIRMWARE_A = "a" * 64
 FIRMWARE_B = "b" * 64
+#: The notary's ML-KEM-768 key in tests that use ``hybrid`` (fixed, so failures reproduce).
+NOTARY_KEM = KEMPrivateKey(bytes(range(0x80, 0xC0)))
 
 
 def fresh_keys(total_bytes: int, *, count: int = 1) -> list[QKDKey]:
@@ -73,12 +76,17 @@ class SimDevice:
         recipient: str = NOTARY_ID,
         keys: list[QKDKey] | None = None,
         deposit_for: str | None = None,
+        kem: KEMPublicKey | None = None,
     ) -> Envelope:
-        """Seal like the SDK: fresh QKD keys (deposited for our SAE) and the next sequence."""
+        """Seal like the SDK: fresh QKD keys (deposited for our SAE) and the next sequence;
+        ``hybrid`` combines a fresh QKD key with an encapsulation to ``kem`` (default the
+        tests' notary key) unless ``keys`` already holds a hybrid key."""
         data = self.plaintext() if plaintext is None else plaintext
         if keys is None:
             keys = fresh_keys(keys_needed(mode, len(data)))
             self.keys.deposit(deposit_for or self.sae_id, keys)
+        if mode is Mode.HYBRID and not isinstance(keys[0], HybridKey):
+            keys = [HybridKey.for_sender(keys[0], kem or NOTARY_KEM.public_key)]
         if sequence is None:
             self.sequence += 1
             sequence = self.sequence
@@ -104,9 +112,14 @@ def settings(tmp_path: Path) -> NotarySettings:
 
 
 def sqlite_service(
-    settings: NotarySettings, keys: KeySource, chain: ChainClient | None = None
+    settings: NotarySettings,
+    keys: KeySource,
+    chain: ChainClient | None = None,
+    *,
+    kem_key: KEMPrivateKey | None = None,
 ) -> NotaryService:
-    """A notary on SQLite in ``settings.data_dir`` (created), with the tests' admin token."""
+    """A notary on SQLite in ``settings.data_dir`` (created), with the tests' admin token
+    (and ``kem_key`` for hybrid envelopes)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return NotaryService(
         settings,
@@ -114,6 +127,7 @@ def sqlite_service(
         keys=keys,
         admin_token=ADMIN_TOKEN,
         chain=chain,
+        kem_key=kem_key,
     )
 
 

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from notary.cli import main
+from qkd_channel.hybrid import KEMPublicKey
 from qkd_device import DeliveryRejected, DeviceClient, RetryPolicy
 from qkd_device.records import build_document
 from tests.conftest import AnvilFactory, AnvilNode
@@ -94,7 +95,7 @@ def test_operator_and_auditor_flow(
     assert anchored.payload_hash == ack.payload_hash  # the device computed it itself
 
     payload = tmp_path / "payload.json"
-    payload.write_bytes(build_document(FIRMWARE, {"temp_c": 22.25}))
+    payload.write_bytes(dev.document({"temp_c": 22.25}))
     # The auditor gets a token from the operator, which unlocks the salt and the reading.
     token = tmp_path / "auditor.token"
     code, out = cli(
@@ -177,6 +178,40 @@ def test_operator_and_auditor_flow(
     assert info.value.status == 401
     code, out = cli(stack, "device", "show", "dev-0")
     assert code == 0 and "first-digest" in out and "deactivated" in out
+
+
+def test_init_makes_an_ml_kem_key_that_serve_opens_hybrid_envelopes_with(
+    served: tuple[Stack, NotaryProcess, AnvilNode], tmp_path: Path
+) -> None:
+    stack, _, node = served
+    settings = stack.settings
+    assert oct(settings.kem_key_path.stat().st_mode & 0o777) == "0o600"
+    code, out = run_cli("kem-key", "show", "--data-dir", str(settings.data_dir))
+    assert code == 0, out
+    fingerprint = out.split()[1]
+    code, pem = run_cli("kem-key", "show", "--pem", "--data-dir", str(settings.data_dir))
+    pinned = KEMPublicKey.from_pem(pem.encode())
+    assert pinned.fingerprint == fingerprint  # what the operator compares out of band
+    assert pinned == KEMPublicKey.load(settings.kem_public_key_path)
+    code, out = cli(stack, "device", "register", "dev-3", "--sae", "sae-3")
+    assert code == 0, out
+    with DeviceClient(
+        "dev-3",
+        kme=stack.device_kme("sae-3"),
+        notary=stack.notary_url,
+        firmware_digest=FIRMWARE,
+        queue_dir=tmp_path / "q",
+        mode="hybrid",
+        notary_kem_key=pinned,
+    ) as dev:
+        ack = dev.send({"kwh": 3.5})
+    assert ack.mode.value == "hybrid"
+    # init again: the key is kept (devices pinned it), never silently replaced.
+    code, out = run_cli(
+        "init", "--data-dir", str(settings.data_dir), "--chain-rpc-url", node.url,
+        password=PASSWORD,
+    )  # fmt: skip
+    assert "existing" in out and KEMPublicKey.load(settings.kem_public_key_path) == pinned
 
 
 def test_user_errors_are_one_line_and_non_zero(

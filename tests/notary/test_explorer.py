@@ -30,6 +30,7 @@ from notary.receipts import RECEIPT_CHECKS
 from notary.service import NotaryService
 from notary.stock_watch import StockWatch
 from qkd_channel.keys import QKDKey
+from qkd_channel.security_levels import Hop
 from tests.notary.conftest import ADMIN_TOKEN, SimDevice, fleet
 
 XSS_ID = "<script>alert(1)</script>"
@@ -44,13 +45,25 @@ class Explored:
     record_ids: list[str]
 
 
+@pytest.fixture
+def key_source() -> InMemoryKeySource:
+    """Keys reported as coming over a QKD link, straight to the notary (no network)."""
+    return InMemoryKeySource(link_hop=Hop.QKD)
+
+
+#: How each of the two devices says it got its keys: the first on its KME's host, the
+#: second over TLS across a network.
+DELIVERY = ("local", "tls")
+
+
 async def _populate(
     service: NotaryService, keys: InMemoryKeySource, chain: ChainClient, mode: AnchorMode
 ) -> tuple[list[SimDevice], list[str]]:
     devices = await fleet(service, keys, 2)
     record_ids: list[str] = []
     for dev in devices * 2:
-        sealed = dev.seal(dev.plaintext({"kwh": 1.5, "n": len(record_ids)}))
+        delivery = DELIVERY[devices.index(dev)]
+        sealed = dev.seal(dev.plaintext({"kwh": 1.5, "n": len(record_ids)}, key_delivery=delivery))
         record_ids.append((await service.pipeline.submit(sealed.to_json().encode())).record_id)
     await AnchoringWorker(service.store, chain, mode=mode, batch_size=8).drain()
     return devices, record_ids
@@ -158,6 +171,29 @@ async def test_device_page_shows_timeline_chain_history_and_records(explored: Ex
     assert devices.count('class="badge trusted"') == 2
 
 
+@pytest.mark.parametrize(
+    ("index", "level"),
+    [(0, "information-theoretic"), (1, "computational")],
+    ids=["local", "tls"],
+)
+async def test_device_and_record_pages_show_the_derived_security_levels(
+    explored: Explored, index: int, level: str
+) -> None:
+    """otp over a reported QKD link: information-theoretic only when the device's hop
+    never crossed a network; the pages show what the receipt derives, nothing stronger."""
+    device = explored.devices[index]
+    html = (await explored.client.get(f"/explorer/devices/{device.device_id}")).text
+    records = html.split('id="device-records"')[1].split("</table>")[0]
+    shown = re.findall(r'<td class="security">([^<]+)</td>', records)
+    assert shown == [f"{level} / {level}"] * 2
+    record_id = explored.record_ids[index]
+    receipt = await _receipt(explored.client, record_id)
+    assert receipt["key_path"] == {"link": "qkd", "device": DELIVERY[index], "notary": "local"}
+    assert receipt["security"]["confidentiality"] == level
+    page = (await explored.client.get(f"/explorer/records/{record_id}")).text
+    assert f"confidentiality {level}; authenticity {level}" in page
+
+
 async def test_verify_onchain_passes_every_applicable_check(explored_any_mode: Explored) -> None:
     explored = explored_any_mode
     for record_id in explored.record_ids:
@@ -243,7 +279,7 @@ async def test_pasted_receipt_with_wrong_plaintext_fails_payload_hash(explored: 
     )
     salt = full.json()["disclosure"]["salt"]
     device = explored.devices[0]
-    right = device.plaintext({"kwh": 1.5, "n": 0})
+    right = device.plaintext({"kwh": 1.5, "n": 0}, key_delivery=DELIVERY[0])
     form = {"receipt": json.dumps(genuine), "payload": right.decode(), "salt": salt}
     response = await explored.client.post("/explorer/verify", data=form)
     assert "VERIFIED" in response.text and _check_results(response.text)["payload-hash"] == "passed"

@@ -115,6 +115,8 @@ def test_status_object_has_exactly_the_standard_fields(kme_pair: KMEPair) -> Non
         status = client.status("notary")
     assert status.stored_key_count == body["stored_key_count"]
     assert status.max_key_count == KeyLimits(buffer_bits=200_000).max_key_count
+    # Fed by hand, not by a link: the KME claims nothing about what fills its buffer.
+    assert status.status_extension is None
 
 
 def test_key_is_delivered_once_and_gone_from_both_ends(kme_pair: KMEPair) -> None:

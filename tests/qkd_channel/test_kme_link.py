@@ -198,6 +198,9 @@ def test_kmes_serve_the_same_key_from_the_link(kme_pki: Path, tmp_path: Path) ->
             time.sleep(0.2)
         keys = device.enc_keys("notary", number=2)
         assert notary.dec_keys("device-1", [k.key_id for k in keys]) == keys
+        # Both ends report, in the ETSI Status vendor field, that a QKD link feeds them.
+        for status in (device.status("notary"), notary.status("device-1")):
+            assert status.status_extension == {"key_path": {"link": "qkd"}}
         assert keys[0].material != keys[1].material
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from notary.config import create_kem_key
 from qkd_channel.kme.certs import sae_paths
 from qkd_device.cli import ExitCode
 from qkd_device.records import build_document, payload_hash
@@ -119,8 +120,40 @@ def test_send_delivers_a_reading_whose_receipt_commits_to_the_devices_own_payloa
     assert code == ExitCode.OK, err
     second = json.loads(out)
     assert second["sequence"] == 2 and second["mode"] == "aead"
-    document = build_document(FIRMWARE, {"temp_c": 21.75})
+    assert second["key_delivery"] == "local"  # the KME is on loopback: never left the host
+    document = build_document(FIRMWARE, {"temp_c": 21.75}, key_delivery="local")
     assert payload_hash(bytes.fromhex(second["salt"][2:]), document) == second["payload_hash"]
+
+
+def test_send_in_hybrid_mode_pins_the_notarys_ml_kem_key(stack: Stack) -> None:
+    stack.stop_notary()
+    public, _ = create_kem_key(stack.settings)  # what qkd-notary init does
+    stack.start_notary()
+    env = device_env(stack)
+    pinned = str(stack.settings.kem_public_key_path)
+    code, out, err = run(
+        "--json", "send", '{"kwh": 7}', "--notary", stack.notary_url, "--mode", "hybrid",
+        "--notary-kem-key", pinned, env=env,
+    )  # fmt: skip
+    assert code == ExitCode.OK, err
+    sent = json.loads(out)
+    receipt = httpx.get(f"{stack.notary_url}/v1/records/{sent['record_id']}").json()
+    assert receipt["mode"] == "hybrid" and receipt["payload_hash"] == sent["payload_hash"]
+    assert receipt["security"]["confidentiality"] == "computational, quantum-resistant"
+    assert len(public.fingerprint) == len("sha256:") + 64
+    # No pinned key, or something that is not one: a usage error, nothing sealed or sent.
+    for extra in ((), ("--notary-kem-key", str(stack.pki / "ca.crt"))):
+        code, out, err = run(
+            "--json", "send", "{}", "--notary", stack.notary_url, "--mode", "hybrid", *extra,
+            env=env,
+        )  # fmt: skip
+        assert code == ExitCode.USAGE, err
+    assert notary_device_sequence(stack, "dev-0") == 1
+
+
+def notary_device_sequence(stack: Stack, device: str) -> int:
+    answer = httpx.get(f"{stack.notary_url}/v1/devices/{device}").json()
+    return int(answer["last_sequence"])
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from notary.config import create_kem_key
 from qkd_channel.envelope import Mode, keys_needed
+from qkd_channel.hybrid import KEMPrivateKey
 from qkd_channel.keys import QKDKey
 from qkd_channel.kme.config import KeyLimits
 from qkd_device import (
@@ -85,15 +87,16 @@ def test_send_delivers_with_the_minimum_key_and_names_the_record(
     assert (first.sequence, second.sequence) == (1, 2)
     assert first.device_trusted is True and first.attestation == "first-digest"
     assert not first.resent and not pending
-    plaintext = build_document(FIRMWARE, {"temp_c": 21.5})
+    plaintext = build_document(FIRMWARE, {"temp_c": 21.5}, key_delivery="local")
     # One key per message, exactly len + 32 bytes rounded up to whole KME key bits.
     assert dev.stats.key_bytes == 2 * keys_needed(Mode.OTP, len(plaintext))
     assert notary_device(stack, "dev-0")["last_sequence"] == 2
     receipt = httpx.get(f"{stack.notary_url}/v1/records/{first.record_id}").json()
     assert receipt["device_id"] == "dev-0" and receipt["sequence"] == 1
     assert receipt["mode"] == "otp"
-    # The notary reaches its KME on loopback; nobody reported the link or the device hop.
-    assert receipt["key_path"] == {"link": "unreported", "device": "unreported", "notary": "local"}
+    # Device and notary reach their KMEs on loopback and say so; these KMEs are filled by
+    # hand, not by a QKD link, so they report no link and the record claims none.
+    assert receipt["key_path"] == {"link": "unreported", "device": "local", "notary": "local"}
     assert receipt["security"]["confidentiality"] == "computational"
 
 
@@ -105,7 +108,7 @@ def test_payload_above_the_kme_max_key_size_is_sealed_with_several_keys(
         with client(s, tmp_path) as dev:
             ack = dev.send({"samples": list(range(150))})
         receipt = httpx.get(f"{s.notary_url}/v1/records/{ack.record_id}").json()
-    needed = keys_needed(Mode.OTP, len(build_document(FIRMWARE, {"samples": list(range(150))})))
+    needed = keys_needed(Mode.OTP, len(dev.document({"samples": list(range(150))})))
     assert needed * 8 > 1024
     assert len(receipt["key_ids"]) == -(-needed * 8 // 1024)
     assert needed <= dev.stats.key_bytes < needed + len(receipt["key_ids"])
@@ -121,6 +124,36 @@ def test_aead_mode_reuses_one_session_key_and_rotates_it(stack: Stack, tmp_path:
         httpx.get(f"{stack.notary_url}/v1/records/{a.record_id}").json()["key_ids"] for a in acks
     ]
     assert keys[0] == keys[1] != keys[2]
+
+
+def test_hybrid_mode_encapsulates_once_per_session_to_the_pinned_notary_key(
+    stack: Stack, tmp_path: Path
+) -> None:
+    stack.stop_notary()
+    pinned, _ = create_kem_key(stack.settings)  # what qkd-notary init does
+    stack.start_notary()
+    with client(stack, tmp_path, mode="hybrid", notary_kem_key=pinned, aead_max_messages=2) as dev:
+        acks = [dev.send({"n": n}) for n in range(3)]
+    assert [a.mode for a in acks] == [Mode.HYBRID] * 3
+    assert dev.stats.key_bytes == 64  # QKD key as in aead: 32 bytes a session
+    receipts = [httpx.get(f"{stack.notary_url}/v1/records/{a.record_id}").json() for a in acks]
+    assert receipts[0]["key_ids"] == receipts[1]["key_ids"] != receipts[2]["key_ids"]
+    assert all(r["payload_hash"] == a.payload_hash for r, a in zip(receipts, acks, strict=True))
+    # Sealed to another ML-KEM key, the notary refuses it for good (and says nothing more).
+    stranger = KEMPrivateKey.generate().public_key
+    with (
+        client(stack, tmp_path, mode="hybrid", notary_kem_key=stranger) as dev,
+        pytest.raises(DeliveryRejected) as info,
+    ):
+        dev.send({"n": 9})
+    assert info.value.status == 401
+
+
+def test_hybrid_mode_without_a_pinned_key_is_refused_before_any_key_is_spent(
+    stack: Stack, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="ML-KEM public key"):
+        client(stack, tmp_path, mode="hybrid")
 
 
 def test_unreachable_notary_leaves_the_envelope_queued(stack: Stack, tmp_path: Path) -> None:

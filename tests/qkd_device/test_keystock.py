@@ -25,7 +25,6 @@ from qkd_channel.kme.client import KMEClient
 from qkd_device import DeviceClient, KeyStock
 from qkd_device.core import KeyPlan
 from qkd_device.keystock import GRANULE_BYTES
-from qkd_device.records import build_document
 from tests.notary.sdk_stack import FIRMWARE, NOTARY_SAE, Stack, make_pki, running_stack
 from tests.qkd_device.test_client import FAST
 
@@ -166,7 +165,7 @@ def test_client_with_a_stock_delivers_and_keeps_no_key_on_disk(
     for key in kme.delivered:
         for form in (key.material, base64.b64encode(key.material), key.material.hex().encode()):
             assert form not in on_disk
-    need = keys_needed(Mode.OTP, len(build_document(FIRMWARE, {"n": 0})))
+    need = keys_needed(Mode.OTP, len(dev.document({"n": 0})))
     bucket = GRANULE_BYTES * -(-need // GRANULE_BYTES)  # each key: the need, rounded up
     assert dev.stats.key_bytes == 2 * 4 * bucket
     assert dev.stats.key_bytes_dropped == 2 * bucket
