@@ -32,6 +32,7 @@ from notary.api.deps import ServiceDep
 from notary.errors import AccessDenied, DeviceNotFound, RecordNotFound, ServiceUnavailable
 from notary.explorer.chain_view import ChainView
 from notary.explorer.event_log import EVENT_NAMES, LoggedEvent
+from notary.explorer.search import MIN_PREFIX_DIGITS, RECENT_BLOCKS, find
 from notary.explorer.stats import metric_values, per_minute
 from notary.explorer.templating import STATIC_DIR, templates
 from notary.explorer.verification import verify
@@ -106,7 +107,13 @@ def _page(
 
 
 def _not_found(request: Request, what: str, query: str) -> HTMLResponse:
-    return _page(request, "not_found.html", {"what": what, "query": query}, status_code=404)
+    context = {
+        "what": what,
+        "query": query,
+        "min_digits": MIN_PREFIX_DIGITS,
+        "recent_blocks": RECENT_BLOCKS,
+    }
+    return _page(request, "not_found.html", context, status_code=404)
 
 
 def _unavailable(request: Request, exc: ServiceUnavailable) -> HTMLResponse:
@@ -418,39 +425,17 @@ async def read_transaction(request: Request, tx_hash: str, service: ServiceDep) 
 
 @router.get("/search", name="explorer_search")
 async def search(request: Request, service: ServiceDep, q: str = "") -> Response:
-    """Record ID, transaction hash, block number or hash, or device ID: go to its page."""
+    """A device ID, record ID, transaction or block hash (full or as the explorer shortens
+    it) or block number: go to its page, or list the candidates when several match."""
     try:
-        target = await _resolve(q.strip(), service)
+        hits = await find(q, service)
     except ServiceUnavailable as exc:
         return _unavailable(request, exc)
-    if target is None:
+    if not hits:
         return _not_found(request, "search", q)
-    return RedirectResponse(target, status_code=303)
-
-
-async def _resolve(query: str, service: NotaryService) -> str | None:
-    """The page ``query`` names. Device IDs are matched first (exact), then the formats:
-    ``0x`` + 64 hex is a record ID, else a transaction, else a block hash; digits are a
-    block number."""
-    if not query:
-        return None
-    if await service.store.get_device(query) is not None:
-        return f"/explorer/devices/{quote(query, safe='')}"
-    chain = ChainView.of(service.chain)
-    if _HEX32.match(query):
-        key = query.lower()
-        if await service.store.get_record(key) is not None:
-            return f"/explorer/records/{key}"
-        if chain is not None:
-            if await asyncio.to_thread(chain.transaction, key) is not None:
-                return f"/explorer/tx/{key}"
-            if await asyncio.to_thread(chain.block, key) is not None:
-                return f"/explorer/blocks/{key}"
-        return None
-    if query.isascii() and query.isdigit() and chain is not None:
-        if int(query) <= await asyncio.to_thread(chain.head):
-            return f"/explorer/blocks/{int(query)}"
-    return None
+    if len(hits) == 1:
+        return RedirectResponse(hits[0].url, status_code=303)
+    return _page(request, "search.html", {"query": q, "hits": hits})
 
 
 @router.get("/events", name="explorer_events", response_model=None)

@@ -17,7 +17,7 @@ from notary.receipts.build import record_key_path
 from notary.storage.base import RecordRow
 from qkd_channel.security_levels import SecurityLevels, derive_levels
 
-__all__ = ["STATIC_DIR", "TEMPLATE_DIR", "templates"]
+__all__ = ["STATIC_DIR", "TEMPLATE_DIR", "shorten", "templates"]
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 STATIC_DIR = Path(__file__).with_name("static")
@@ -30,7 +30,7 @@ def _utc(timestamp: float | None) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _short(value: str | None, keep: int = 10) -> str:
+def shorten(value: str | None, keep: int = 10) -> str:
     """``0x1234abcd…89ef`` for long hex strings; anything shorter unchanged."""
     if value is None:
         return "-"
@@ -52,7 +52,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["utc"] = _utc
-    env.filters["short"] = _short
+    env.filters["short"] = shorten
     env.filters["levels"] = _levels
     env.globals["inf"] = math.inf
     return env

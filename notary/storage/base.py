@@ -17,11 +17,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from notary.config import AnchorMode
 
 __all__ = [
+    "HASH_PREFIX_SQL",
     "AcceptOutcome",
     "AccessRole",
     "AccessTokenRow",
@@ -31,12 +32,14 @@ __all__ = [
     "DeviceEvent",
     "DeviceEventKind",
     "DeviceRow",
+    "HashKind",
     "IntakeLookup",
     "NewRecord",
     "RecordBrowser",
     "RecordRow",
     "RecordStatus",
     "Store",
+    "hex_prefix_bounds",
 ]
 
 
@@ -373,6 +376,36 @@ class Store(Protocol):
         """Members of a batch ordered by leaf index."""
 
 
+#: What a stored 32-byte hash identifies, for the explorer's search.
+HashKind = Literal["record", "transaction", "block"]
+
+
+def hex_prefix_bounds(prefix: str) -> tuple[str, str]:
+    """``(low, high)`` with ``low <= h < high`` exactly for the lowercase ``0x``-hex strings
+    ``h`` that start with ``prefix``: a range an index on the column can answer (``LIKE``
+    cannot use a Postgres index under a non-C collation)."""
+    digits = prefix[2:].rstrip("f")
+    if not digits:
+        return prefix, "0y"  # every digit after "0x" is f: nothing above but "0y"
+    return prefix, "0x" + digits[:-1] + "0123456789abcdef"[int(digits[-1], 16) + 1]
+
+
+#: The stored hashes in one ``[low, high)`` range (four times the two bounds, then the
+#: limit; ``%s`` placeholders). Record IDs are the primary key, so that part is an index
+#: range; batches and device events are few beside records.
+HASH_PREFIX_SQL = """
+SELECT 'record', record_id FROM records WHERE record_id >= %s AND record_id < %s
+UNION ALL
+SELECT 'transaction', tx_hash FROM batches WHERE tx_hash >= %s AND tx_hash < %s
+UNION ALL
+SELECT 'block', block_hash FROM batches WHERE block_hash >= %s AND block_hash < %s
+UNION ALL
+SELECT 'transaction', chain_tx_hash FROM device_events
+    WHERE chain_tx_hash >= %s AND chain_tx_hash < %s
+LIMIT %s
+"""
+
+
 @runtime_checkable
 class RecordBrowser(Protocol):
     """Read-only record listings for the explorer (optional: not every store has them).
@@ -387,3 +420,8 @@ class RecordBrowser(Protocol):
     async def accepted_times(self, since: float, limit: int) -> list[float]:
         """``accepted_at`` of the records accepted at or after ``since`` among the newest
         ``limit`` records, in no particular order (a full ``limit`` means "at least")."""
+
+    async def hashes_with_prefix(self, prefix: str, limit: int) -> list[tuple[HashKind, str]]:
+        """Up to ``limit`` stored 32-byte hashes starting with ``prefix`` (lowercase
+        ``0x``-hex): record IDs, the transactions that anchored batches or mirrored device
+        events, and the blocks that hold batches, each with its kind."""

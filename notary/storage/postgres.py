@@ -61,6 +61,7 @@ from notary.errors import (
 from notary.logging import log_event
 from notary.storage.admission import admit
 from notary.storage.base import (
+    HASH_PREFIX_SQL,
     AcceptOutcome,
     AccessRole,
     AccessTokenRow,
@@ -70,10 +71,12 @@ from notary.storage.base import (
     DeviceEvent,
     DeviceEventKind,
     DeviceRow,
+    HashKind,
     IntakeLookup,
     NewRecord,
     RecordRow,
     RecordStatus,
+    hex_prefix_bounds,
 )
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "redact_url"]
@@ -689,6 +692,12 @@ class PostgresStore:
             " ORDER BY position DESC LIMIT %s) newest WHERE accepted_at >= %s",
             (limit, since),
             lambda r: float(r[0]),
+        )
+
+    async def hashes_with_prefix(self, prefix: str, limit: int) -> list[tuple[HashKind, str]]:
+        low, high = hex_prefix_bounds(prefix)
+        return await self._select(
+            HASH_PREFIX_SQL, (low, high) * 4 + (limit,), lambda row: (row[0], row[1])
         )
 
     async def create_batch(

@@ -37,6 +37,7 @@ from notary.errors import (
 )
 from notary.storage.admission import admit
 from notary.storage.base import (
+    HASH_PREFIX_SQL,
     AcceptOutcome,
     AccessRole,
     AccessTokenRow,
@@ -46,10 +47,12 @@ from notary.storage.base import (
     DeviceEvent,
     DeviceEventKind,
     DeviceRow,
+    HashKind,
     IntakeLookup,
     NewRecord,
     RecordRow,
     RecordStatus,
+    hex_prefix_bounds,
 )
 
 __all__ = ["SQLiteStore"]
@@ -582,6 +585,15 @@ class SQLiteStore:
                 (limit, since),
             )
             return [float(row[0]) for row in rows]
+
+        return await self._read(query)
+
+    async def hashes_with_prefix(self, prefix: str, limit: int) -> list[tuple[HashKind, str]]:
+        low, high = hex_prefix_bounds(prefix)
+
+        def query(conn: sqlite3.Connection) -> list[tuple[HashKind, str]]:
+            rows = conn.execute(HASH_PREFIX_SQL.replace("%s", "?"), (low, high) * 4 + (limit,))
+            return [(row[0], row[1]) for row in rows]
 
         return await self._read(query)
 

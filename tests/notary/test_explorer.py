@@ -24,6 +24,7 @@ from notary.api import create_app
 from notary.chain.client import ChainClient
 from notary.config import AnchorMode
 from notary.explorer.stats import per_minute
+from notary.explorer.templating import shorten
 from notary.explorer.verification import CHECK_DESCRIPTIONS
 from notary.keysource import InMemoryKeySource
 from notary.receipts import RECEIPT_CHECKS
@@ -351,6 +352,57 @@ async def test_search_finds_each_kind_and_reports_unknown(explored: Explored) ->
         assert response.status_code == 404, unknown
         assert 'id="not-found"' in response.text
         assert "<script>alert" not in response.text
+
+
+async def test_search_takes_hashes_as_the_pages_shorten_them(explored: Explored) -> None:
+    """An auditor copies ``0x1234abcd…89ef`` off a page: the search resolves it (and its
+    ASCII ``...`` spelling, its head alone, any case) to the one page it names."""
+    c = explored.client
+    receipt = await _receipt(c, explored.record_ids[0])
+    anchor = receipt["anchor"]
+    record_page = f"/explorer/records/{receipt['record_id']}"
+    expected = {
+        shorten(receipt["record_id"]): record_page,
+        shorten(receipt["record_id"]).replace("…", "..."): record_page,
+        receipt["record_id"][:12].upper().replace("0X", "0x"): record_page,
+        shorten(anchor["tx_hash"]): f"/explorer/tx/{anchor['tx_hash']}",
+        shorten(anchor["block_hash"]): f"/explorer/blocks/{anchor['block_hash']}",
+    }
+    # A block the notary never stored (the one holding a device's registration) is found
+    # among the newest blocks.
+    _, events = await explored.service.device(explored.devices[0].device_id)
+    registered = next(e for e in events if e.kind.value == "registered")
+    assert registered.chain_tx_hash is not None
+    info = explored.chain.transaction_info(registered.chain_tx_hash)
+    assert info is not None
+    expected[shorten(info.block_hash)] = f"/explorer/blocks/{info.block_hash}"
+    for query, target in expected.items():
+        response = await c.get("/explorer/search", params={"q": query}, follow_redirects=False)
+        assert (response.status_code, response.headers.get("location")) == (303, target), query
+
+    # The page's own rendering carries the short form the search takes back.
+    html = (await c.get(record_page)).text
+    assert shorten(anchor["tx_hash"]) in html
+
+    # A wrong tail, a prefix too short to mean anything: nothing matches, and the page says
+    # what search takes.
+    wrong_tail = receipt["record_id"][:12] + "…" + ("0" if receipt["record_id"][-1] != "0" else "1")
+    for query in [wrong_tail, receipt["record_id"][:6], "0x…" + receipt["record_id"][-6:]]:
+        response = await c.get("/explorer/search", params={"q": query})
+        assert response.status_code == 404, query
+        assert "shortened as these pages show it" in response.text
+
+
+async def test_search_lists_candidates_when_a_prefix_is_ambiguous(explored: Explored) -> None:
+    c = explored.client
+    ids = [d.device_id for d in explored.devices]
+    prefix = ids[0].rsplit("-", 1)[0] + "-"  # the fleet's shared tag
+    response = await c.get("/explorer/search", params={"q": prefix}, follow_redirects=False)
+    assert response.status_code == 200
+    hits = re.findall(r'class="search-hit"><td>device</td><td><a href="([^"]+)"', response.text)
+    assert sorted(hits) == sorted(f"/explorer/devices/{i}" for i in ids)
+    one = await c.get("/explorer/search", params={"q": ids[1]}, follow_redirects=False)
+    assert one.headers["location"] == f"/explorer/devices/{ids[1]}"
 
 
 async def test_unknown_things_are_html_404s(explored: Explored) -> None:

@@ -291,6 +291,25 @@ async def test_explorer_listings_are_newest_first(store: Store) -> None:
     assert sorted(await store.accepted_times(0.0, 2)) == [104.0, 105.0]  # newest 2 only
 
 
+async def test_stored_hashes_are_found_by_prefix(store: Store) -> None:
+    """The explorer's shortened-hash search: a prefix range over record IDs, the anchoring
+    transaction and its block, exact at the range's ends (``…ff`` prefixes included)."""
+    assert isinstance(store, RecordBrowser)
+    ids = [(await store.accept(new_record("d1", s))).record.record_id for s in (1, 2, 3)]
+    await _anchor(store, ids[:1], 0xFFF)
+    tx_hash, block_hash = f"0x{0xFFF:064x}", f"0x{0xFFF + 1000:064x}"
+    for stored, kind in [(ids[1], "record"), (tx_hash, "transaction"), (block_hash, "block")]:
+        for cut in (8, 20, 66):
+            assert (kind, stored) in await store.hashes_with_prefix(stored[:cut], 10), (kind, cut)
+    everything = await store.hashes_with_prefix("0x", 100)
+    assert sorted(v for k, v in everything if k == "record") == sorted(ids)
+    assert await store.hashes_with_prefix("0x" + "f" * 8, 10) == []
+    assert len(await store.hashes_with_prefix("0x", 2)) == 2
+    # The range ends where the prefix does: the hash one above the prefix is not in it.
+    above = f"0x{int(tx_hash[2:20], 16) + 1:018x}"
+    assert ("transaction", tx_hash) not in await store.hashes_with_prefix(above, 10)
+
+
 async def _anchor(store: Store, ids: list[str], block: int, root: str | None = None) -> int:
     batch = await store.create_batch(
         AnchorMode.MERKLE if root else AnchorMode.BATCH, ids, root, now=2.0
