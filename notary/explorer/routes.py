@@ -173,6 +173,7 @@ async def read_dashboard(request: Request, service: ServiceDep) -> HTMLResponse:
             "depletion": metric_values(service.metrics.key_stock_depletion, "sae_id"),
             "warn_below_s": service.settings.key_stock_warn_s,
             "accepted": sorted(metric_values(service.metrics.accepted, "mode").items()),
+            "refused": sorted(metric_values(service.metrics.rejected, "reason").items()),
             "untrusted": [d for d in devices if d.active and d.current_digest and not d.trusted],
             "unrecorded": metric_values(service.metrics.records_unrecorded, "outcome"),
             "recent": recent,

@@ -3,6 +3,7 @@ genuine and tampered receipts, decoded events, search, and that browsing changes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import tomllib
@@ -23,6 +24,8 @@ from notary.anchoring import AnchoringWorker
 from notary.api import create_app
 from notary.chain.client import ChainClient
 from notary.config import AnchorMode
+from notary.errors import NotaryError
+from notary.explorer.routes import SESSION_COOKIE
 from notary.explorer.stats import per_minute
 from notary.explorer.templating import shorten
 from notary.explorer.verification import CHECK_DESCRIPTIONS
@@ -605,3 +608,26 @@ async def test_dashboard_lists_untrusted_devices(explored: Explored) -> None:
     html = (await explored.client.get("/explorer/")).text
     table = html.split('id="untrusted-devices"')[1].split("</table>")[0]
     assert device.device_id in table and explored.devices[1].device_id not in table
+
+
+async def test_dashboard_counts_refusals_and_shows_their_reasons_to_the_admin(
+    explored: Explored,
+) -> None:
+    """A forger learns nothing new (the count, not the reason, is public); the admin sees
+    why envelopes were refused."""
+    device = explored.devices[1]
+    genuine = device.seal()
+    await explored.service.pipeline.submit(genuine.to_json().encode())
+    flipped = bytearray(genuine.ciphertext)
+    flipped[0] ^= 1
+    for bad in [genuine, dataclasses.replace(device.seal(), ciphertext=bytes(flipped))]:
+        with pytest.raises(NotaryError):
+            await explored.service.pipeline.submit(bad.to_json().encode())
+    public = (await explored.client.get("/explorer/")).text
+    assert re.search(r'id="refused-total">2<', public)
+    reasons = public.split('id="refused-reasons">')[1].split("</div>")[0]
+    assert "replay" not in reasons and "tag" not in reasons and "shown to the admin" in reasons
+    explored.client.cookies.set(SESSION_COOKIE, ADMIN_TOKEN)
+    admin = await explored.client.get("/explorer/")
+    reasons = admin.text.split('id="refused-reasons">')[1].split("</div>")[0]
+    assert re.search(r"replay\w*: 1", reasons) and "bad-tag: 1" in reasons, reasons
